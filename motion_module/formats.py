@@ -1,0 +1,161 @@
+"""Reading motion-module files and telling their kind and version from the keys alone (FORMATS.md §1)."""
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from ..errors import ModelFileError
+from .model import MotionModel, MotionModelSpec
+
+
+class MotionVersion:
+    V1 = "v1"   # mm_sd_v14 / mm_sd_v15: 24 positions; the UNet's resnets normalise jointly over frames
+    V2 = "v2"   # mm_sd_v15_v2: 32 positions and a mid-block module
+    V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
+
+
+MOTION_KEY = re.compile(r"^(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?motion_modules\.(\d+)\.temporal_transformer\.")
+PE_SUFFIX = ".attention_blocks.0.pos_encoder.pe"
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors or .ckpt file; a pickle that holds anything but tensors is refused."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            tensors = safetensors.torch.load_file(str(path))
+        except (safetensors.SafetensorError, OSError, ValueError) as e:
+            raise ModelFileError(path, f"is not a readable .safetensors file ({e}).",
+                                 "Download it again; the file may be truncated.") from e
+    else:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                zip_start = f.read(4) == b"PK\x03\x04"
+            problem = "is truncated or damaged" if zip_start else "is not a PyTorch checkpoint (not a zip archive)"
+            raise ModelFileError(path, problem + ".", "Download it again, or use the .safetensors version.")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:
+            raise ModelFileError(path, "holds Python objects other than tensors, and loading it could run "
+                                 "code, so it was refused.", "Use a .safetensors copy of this model.") from e
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise ModelFileError(path, f"could not be read as a checkpoint ({e}).",
+                                 "Download it again; the file may be truncated.") from e
+        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+            loaded = loaded["state_dict"]
+        if not isinstance(loaded, dict):
+            raise ModelFileError(path, f"holds a {type(loaded).__name__}, not a dictionary of weights.")
+        # v3-era files carry a non-tensor `animatediff_config` entry: configuration, not weights.
+        tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelFileError(path, "holds no weights.")
+    return tensors
+
+
+def _foreign_kind(keys) -> tuple[str, str] | None:
+    """Names the kind of model file this is when it is not an AnimateDiff motion module."""
+    def has(part):
+        return any(part in k for k in keys)
+    if has("temporal_attentions.") and has("positional_encoding"):
+        return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
+                "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
+    if has("motion_modules.") and (has(".attn1.to_q") or has("pos_embed.pe")):
+        return ("a motion adapter in diffusers' format, which this pack does not read yet",
+                "Use the original .ckpt/.safetensors release of the motion module.")
+    if any(has(p) for p in ("_lora.", "lora_up.", "lora_down.", ".lora_A.", "lora_unet_")):
+        if has("motion_modules."):
+            return "a MotionLoRA, not a motion module", "Load it with the AnimateDiff_MotionLoRA node."
+        return ("a LoRA, not a motion module",
+                "A v3 domain adapter goes in AnimateDiff_DomainAdapter; image LoRAs in the core LoraLoader.")
+    if has("model.diffusion_model.") or has("first_stage_model.") or has("input_blocks.0.0.weight"):
+        return "a Stable Diffusion checkpoint, not a motion module", "Load it with Load Checkpoint."
+    if has("control_model.") or has("input_hint_block."):
+        return "a ControlNet, not a motion module", "Load it with the core ControlNet loader."
+    return None
+
+
+def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> MotionModelSpec:
+    """Tells family and version from the keys (FORMATS.md §1), refusing anything this pack cannot run."""
+    keys = list(state_dict)
+    foreign = _foreign_kind(keys)
+    if foreign:
+        raise ModelFileError(path, f"is {foreign[0]}.", foreign[1])
+    motion_keys = [k for k in keys if MOTION_KEY.match(k)]
+    if not motion_keys:
+        raise ModelFileError(path, f"is not an AnimateDiff motion module (no `motion_modules` weights among "
+                             f"its {len(keys)} keys, e.g. `{keys[0]}`).",
+                             "Put motion modules such as mm_sd_v15_v2.ckpt in models/animatediff_models.")
+    if not any(k.endswith(PE_SUFFIX) for k in motion_keys):
+        raise ModelFileError(path, "is a motion module without a positional table (an AnimateLCM-style "
+                             "model), which this pack does not run yet.",
+                             "Use an AnimateDiff v1/v2/v3 motion module.")
+
+    modules = {}  # (block kind, block index, module index) -> channels
+    for k in motion_keys:
+        kind, block, index = MOTION_KEY.match(k).groups()
+        if k.endswith(".temporal_transformer.norm.weight"):
+            modules[(kind, int(block or 0), int(index))] = state_dict[k].shape[0]
+    down = _block_channels(modules, "down_blocks", path)
+    up = _block_channels(modules, "up_blocks", path)
+    mid = modules.get(("mid_block", 0, 0))
+    if len(down) == 3:
+        raise ModelFileError(path, "is an SDXL motion module; this pack animates SD1.5 models for now.",
+                             "Use an SD1.5 motion module (mm_sd_v14/v15, mm_sd_v15_v2, v3_sd15_mm).")
+    if len(down) != 4 or len(up) != 4:
+        raise ModelFileError(path, f"has motion modules for {len(down)} down and {len(up)} up blocks; SD1.5 "
+                             "motion modules have 4 of each.", "The file may be damaged or of an unknown family.")
+
+    pe = next(state_dict[k] for k in motion_keys if k.endswith(PE_SUFFIX))
+    max_frames = pe.shape[1] if pe.ndim == 3 else 0
+    version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
+    spec = MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
+                           mid_channels=mid, max_frames=max_frames)
+    _check_layout(spec, state_dict, path)
+    return spec
+
+
+def _block_channels(modules, kind, path) -> list[int]:
+    blocks = sorted({b for (k, b, _) in modules if k == kind})
+    if blocks != list(range(len(blocks))):
+        raise ModelFileError(path, f"has gaps in its {kind} (found blocks {blocks}).",
+                             "The file may be damaged.")
+    return [modules[(kind, b, 0)] if (kind, b, 0) in modules else 0 for b in blocks]
+
+
+def _check_layout(spec: MotionModelSpec, state_dict, path):
+    """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in MotionModel(spec).state_dict().items()}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k])
+    not_float = sorted(k for k in set(expected) & set(state_dict) if not state_dict[k].is_floating_point())
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights are missing (e.g. `{missing[0]}`)")
+    if unexpected:
+        problems.append(f"{len(unexpected)} weights are unexpected (e.g. `{unexpected[0]}`)")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} weights have the wrong shape (e.g. `{k}` is "
+                        f"{tuple(state_dict[k].shape)}, expected {tuple(expected[k])})")
+    if not_float:
+        problems.append(f"{len(not_float)} weights are not floating point (e.g. `{not_float[0]}` is "
+                        f"{state_dict[not_float[0]].dtype})")
+    if problems:
+        raise ModelFileError(path, f"does not have the layout of an AnimateDiff {spec.version} motion module: "
+                             + "; ".join(problems) + ".", "The file may be damaged or of an unknown variant.")
+
+
+def load_motion_model(path, ops=None, dtype: torch.dtype | None = None) -> MotionModel:
+    """Reads, checks and builds the motion model of a file; weights are cast to `dtype` when given."""
+    state_dict = read_state_dict(path)
+    spec = detect_spec(state_dict, path)
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    kwargs = {"ops": ops} if ops is not None else {}
+    return MotionModel.from_state_dict(spec, state_dict, **kwargs)

@@ -1,0 +1,134 @@
+"""The temporal transformer of AnimateDiff ("VanillaTemporalModule"), with the original math.
+
+Layer names match the released checkpoints, so a state dict loads as it is. `ops` supplies the Linear /
+GroupNorm / LayerNorm classes (torch.nn here; comfy.ops inside ComfyUI, for weight casting, low-VRAM
+loading and interrupt checks) and `attention(q, k, v, heads, **kwargs)` the kernel (SDPA here;
+ComfyUI's optimized_attention inside ComfyUI).
+"""
+import math
+from types import SimpleNamespace
+
+import torch
+from einops import rearrange
+from torch import nn
+
+TORCH_OPS = SimpleNamespace(Linear=nn.Linear, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm)
+
+HEADS = 8
+
+
+def sdpa_attention(q, k, v, heads, **kwargs):
+    """Multi-head attention on (batch, tokens, heads·dim) tensors."""
+    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    out = nn.functional.scaled_dot_product_attention(q, k, v)
+    return rearrange(out, "b h n d -> b n (h d)")
+
+
+def sinusoidal_positions(length: int, channels: int) -> torch.Tensor:
+    """pe[0, p, 2i] = sin(p·d_i), pe[0, p, 2i+1] = cos(p·d_i), d_i = exp(2i·(−ln 10000 / C))."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
+    pe = torch.zeros(1, length, channels)
+    pe[0, :, 0::2] = torch.sin(position * div_term)
+    pe[0, :, 1::2] = torch.cos(position * div_term)
+    return pe
+
+
+class PositionalEncoding(nn.Module):
+    def __init__(self, channels: int, max_len: int):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_positions(max_len, channels))
+
+
+class TemporalSelfAttention(nn.Module):
+    """Self-attention along the frame axis; the positional table is added to its input."""
+
+    def __init__(self, channels: int, max_len: int, ops):
+        super().__init__()
+        self.to_q = ops.Linear(channels, channels, bias=False)
+        self.to_k = ops.Linear(channels, channels, bias=False)
+        self.to_v = ops.Linear(channels, channels, bias=False)
+        self.to_out = nn.ModuleList([ops.Linear(channels, channels), nn.Dropout(0.0)])
+        self.pos_encoder = PositionalEncoding(channels, max_len)
+
+    def forward(self, x, frames: int, attention, motion_scale: float, transformer_options: dict):
+        tokens = x.shape[1]
+        # (b f) d c -> (b d) f c: each spatial position becomes one sequence of frames
+        x = rearrange(x, "(b f) d c -> (b d) f c", f=frames)
+        x = x + self.pos_encoder.pe[:, :frames].to(device=x.device, dtype=x.dtype)
+        q = self.to_q(x)
+        if motion_scale != 1.0:
+            # sharpens (> 1) or flattens (< 1) the softmax over frames
+            q = q * motion_scale
+        out = attention(q, self.to_k(x), self.to_v(x), HEADS, transformer_options=transformer_options)
+        out = self.to_out[0](out)
+        return rearrange(out, "(b d) f c -> (b f) d c", d=tokens)
+
+
+class GEGLUFeedForward(nn.Module):
+    def __init__(self, channels: int, ops):
+        super().__init__()
+        self.net = nn.ModuleList([
+            SimpleProj(channels, channels * 8, ops), nn.Dropout(0.0), ops.Linear(channels * 4, channels)
+        ])
+
+    def forward(self, x):
+        value, gate = self.net[0].proj(x).chunk(2, dim=-1)
+        return self.net[2](value * nn.functional.gelu(gate))
+
+
+class SimpleProj(nn.Module):
+    """Holds the GEGLU projection under the checkpoint's name `net.0.proj`."""
+
+    def __init__(self, in_features: int, out_features: int, ops):
+        super().__init__()
+        self.proj = ops.Linear(in_features, out_features)
+
+
+class TemporalTransformerBlock(nn.Module):
+    def __init__(self, channels: int, max_len: int, ops):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList([TemporalSelfAttention(channels, max_len, ops) for _ in range(2)])
+        self.norms = nn.ModuleList([ops.LayerNorm(channels) for _ in range(2)])
+        self.ff = GEGLUFeedForward(channels, ops)
+        self.ff_norm = ops.LayerNorm(channels)
+
+    def forward(self, x, frames, attention, motion_scale, transformer_options):
+        for attn, norm in zip(self.attention_blocks, self.norms):
+            x = x + attn(norm(x), frames, attention, motion_scale, transformer_options)
+        return x + self.ff(self.ff_norm(x))
+
+
+class TemporalTransformer(nn.Module):
+    def __init__(self, channels: int, max_len: int, ops):
+        super().__init__()
+        self.norm = ops.GroupNorm(32, channels, eps=1e-6, affine=True)
+        self.proj_in = ops.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, max_len, ops)])
+        self.proj_out = ops.Linear(channels, channels)
+
+    def forward(self, x, frames, attention, motion_scale, transformer_options):
+        _, _, height, width = x.shape
+        residual = x
+        h = self.norm(x)  # on (b f) c h w, so each frame is normalised on its own, as in the original
+        h = self.proj_in(rearrange(h, "bf c h w -> bf (h w) c"))
+        for block in self.transformer_blocks:
+            h = block(h, frames, attention, motion_scale, transformer_options)
+        h = self.proj_out(h)
+        return rearrange(h, "bf (h w) c -> bf c h w", h=height, w=width) + residual
+
+
+class MotionModule(nn.Module):
+    """One motion module, placed after a block of the image UNet; input and output are (b f) c h w."""
+
+    def __init__(self, channels: int, max_len: int, ops=TORCH_OPS):
+        super().__init__()
+        self.temporal_transformer = TemporalTransformer(channels, max_len, ops)
+
+    @property
+    def max_frames(self) -> int:
+        return self.temporal_transformer.transformer_blocks[0].attention_blocks[0].pos_encoder.pe.shape[1]
+
+    def forward(self, x, frames: int, attention=sdpa_attention, motion_scale: float = 1.0,
+                transformer_options: dict | None = None):
+        return self.temporal_transformer(x, frames, attention, motion_scale, transformer_options or {})

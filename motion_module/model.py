@@ -1,0 +1,50 @@
+"""A whole motion model: the motion modules of every UNet block, under the checkpoints' own names."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import TORCH_OPS, MotionModule
+
+
+@dataclass(frozen=True)
+class MotionModelSpec:
+    """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
+    version: str                      # "v1", "v2" or "v3" (MotionVersion)
+    down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
+    up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
+    mid_channels: int | None          # channels of the mid-block module, None when there is none
+    max_frames: int                   # rows of the positional table (24 or 32)
+    modules_per_down_block: int = 2
+    modules_per_up_block: int = 3
+
+    @property
+    def module_count(self) -> int:
+        return (len(self.down_channels) * self.modules_per_down_block
+                + len(self.up_channels) * self.modules_per_up_block + (self.mid_channels is not None))
+
+
+class MotionBlock(nn.Module):
+    def __init__(self, channels: int, count: int, max_len: int, ops):
+        super().__init__()
+        self.motion_modules = nn.ModuleList([MotionModule(channels, max_len, ops) for _ in range(count)])
+
+
+class MotionModel(nn.Module):
+    def __init__(self, spec: MotionModelSpec, ops=TORCH_OPS):
+        super().__init__()
+        self.spec = spec
+        L = spec.max_frames
+        self.down_blocks = nn.ModuleList(
+            [MotionBlock(c, spec.modules_per_down_block, L, ops) for c in spec.down_channels])
+        self.up_blocks = nn.ModuleList(
+            [MotionBlock(c, spec.modules_per_up_block, L, ops) for c in spec.up_channels])
+        self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops) if spec.mid_channels else None
+
+    @classmethod
+    def from_state_dict(cls, spec: MotionModelSpec, state_dict: dict, ops=TORCH_OPS) -> "MotionModel":
+        """Builds the model around the given tensors without allocating (or initialising) weights twice."""
+        with torch.device("meta"):
+            model = cls(spec, ops)
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        return model.eval().requires_grad_(False)

@@ -1,0 +1,58 @@
+"""Nodes that load a motion module and put it into a model."""
+import folder_paths
+
+from ..patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
+from .folders import MOTION_MODELS
+
+CATEGORY = "AnimateDiff"
+
+
+class LoadMotionModule:
+    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3, .ckpt or .safetensors) from "
+                   "models/animatediff_models; its version is told from the file's weights.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MOTION_MODEL",)
+    OUTPUT_TOOLTIPS = ("The motion module, to connect to AnimateDiff_ApplyMotionModule.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (folder_paths.get_filename_list(MOTION_MODELS), {
+            "tooltip": "A motion module file in models/animatediff_models, e.g. mm_sd_v15_v2.ckpt or "
+                       "v3_sd15_mm.ckpt."})}}
+
+    def load(self, model_name):
+        path = folder_paths.get_full_path_or_raise(MOTION_MODELS, model_name)
+        return (load_motion_model_file(path, model_name),)
+
+
+class ApplyMotionModule:
+    DESCRIPTION = ("Returns a copy of the model that animates: the latent batch becomes the frames of one "
+                   "video, mixed over time by the motion module. The input model is left as it was.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The animating model, for KSampler, SamplerCustomAdvanced or AnimateDiff_Sampler.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model (base or fine-tuned)."}),
+                "motion_model": ("MOTION_MODEL", {"tooltip": "From AnimateDiff_LoadMotionModule."}),
+            },
+            "optional": {
+                "motion_lora": ("MOTION_LORA", {"tooltip": "MotionLoRAs to add to the motion module."}),
+                "motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                    "Sharpness of the temporal attention: 1 is the original; above 1 frames attend more "
+                    "selectively (often more motion), below 1 more evenly (calmer); 0 averages all frames."}),
+                "beta_schedule": (BetaSchedule.ALL, {"default": BetaSchedule.AUTOSELECT, "tooltip":
+                    "Noise schedule. autoselect uses the one the motion module was trained with (linear "
+                    "0.00085→0.012, 'sqrt_linear' in ComfyUI); other schedules often give noisy, washed-out "
+                    "videos."}),
+            },
+        }
+
+    def apply(self, model, motion_model, motion_lora=None, motion_scale=1.0,
+              beta_schedule=BetaSchedule.AUTOSELECT):
+        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule),)

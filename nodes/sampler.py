@@ -1,0 +1,33 @@
+"""AnimateDiff_Sampler: the core KSampler's inputs, plus the choice of how frames get their noise."""
+import comfy.sample
+import comfy.utils
+import latent_preview
+import nodes as comfy_nodes
+
+from ..sampling.noise import NoiseType, shape_noise
+
+
+class Sampler:
+    DESCRIPTION = ("Samples an animation: the core KSampler with a choice of noise across frames. Connect a model "
+                   "from AnimateDiff_ApplyMotionModule and a latent batch whose size is the frame count.")
+    CATEGORY = "AnimateDiff"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised frames.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = comfy_nodes.KSampler.INPUT_TYPES()
+        inputs["optional"] = {"noise_type": (NoiseType.ALL, {"default": NoiseType.DEFAULT, "tooltip":
+            "default: independent noise per frame, exactly the core KSampler's for the same seed."})}
+        return inputs
+
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+               denoise=1.0, noise_type=NoiseType.DEFAULT):
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        noise = shape_noise(noise_type, comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index")))
+        samples = comfy.sample.sample(
+            model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
+            noise_mask=latent_image.get("noise_mask"), callback=latent_preview.prepare_callback(model, steps),
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        return ({**latent_image, "samples": samples},)

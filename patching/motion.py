@@ -1,0 +1,224 @@
+"""Puts a motion model into a cloned ModelPatcher, on ComfyUI's extension points only.
+
+- injections insert one MotionLayer per placement into the UNet's blocks when ComfyUI patches the clone,
+  and take them out when it unpatches it (ComfyUI ejects around every weight load and unload);
+- a forward_timestep_embed patch runs those layers with the call's transformer_options;
+- for v1 modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video, and
+  a DIFFUSION_MODEL wrapper tells them how many frames the current call holds;
+- the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
+- the beta schedule is an object patch of `model_sampling`.
+"""
+import contextvars
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.ops
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+
+from ..errors import AnimateDiffError
+from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
+from ..motion_module.layers import MotionModule
+
+KEY = "animatediff"
+
+
+@dataclass
+class LoadedMotionModel:
+    """What flows on a MOTION_MODEL link: the module, its own ModelPatcher, and the file it came from."""
+    name: str
+    model: MotionModel
+    patcher: comfy.model_patcher.ModelPatcher
+
+    @property
+    def spec(self) -> MotionModelSpec:
+        return self.model.spec
+
+
+def load_motion_model_file(path, name: str) -> LoadedMotionModel:
+    """Weights in the dtype ComfyUI picks for UNets here; comfy.ops layers cast when the UNet differs."""
+    dtype = comfy.model_management.unet_dtype()
+    model = load_motion_model(path, ops=comfy.ops.manual_cast, dtype=dtype)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    return LoadedMotionModel(name, model, patcher)
+
+# Frames per video in the UNet call now running; set by the DIFFUSION_MODEL wrapper, read by v1's GroupNorms.
+VIDEO_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("animatediff_video_frames", default=None)
+
+
+def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
+    """Cond and uncond chunks share the batch ((b f) order): each chunk is one video."""
+    return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond") or [0]))
+
+
+class MotionLayer(torch.nn.Module):
+    """The slot a motion module takes in a TimestepEmbedSequential block while the clone is patched.
+
+    It holds the module without owning it: the weights belong to the motion model's own ModelPatcher.
+    """
+
+    def __init__(self, module: MotionModule, name: str):
+        super().__init__()
+        self.motion = (module,)
+        self.name = name
+
+    def forward(self, x):
+        raise AnimateDiffError("A motion layer ran without its ComfyUI patch (forward_timestep_embed_patch); "
+                               "this ComfyUI may be too old or a node removed the model's patches.")
+
+    def run(self, x, transformer_options: dict):
+        (module,) = self.motion
+        frames = frames_in_call(x, transformer_options)
+        if frames > module.max_frames:
+            raise AnimateDiffError(
+                f"{frames} frames > {module.max_frames} this motion module supports: add "
+                f"AnimateDiff_ContextWindows (context_length ≤ {module.max_frames}) or make fewer frames.")
+        options = transformer_options.get(KEY, {})
+        return module(x, frames, optimized_attention, options.get("motion_scale", 1.0), transformer_options)
+
+
+def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwargs):
+    return layer.run(x, transformer_options)
+
+
+def track_video_frames(executor, x, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: transformer_options is the 5th argument after x."""
+    transformer_options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+    token = VIDEO_FRAMES.set(frames_in_call(x, transformer_options))
+    try:
+        return executor(x, *args, **kwargs)
+    finally:
+        VIDEO_FRAMES.reset(token)
+
+
+def _to_joint(module, args):
+    """(b f) c h w -> b c (f h) w, so GroupNorm's statistics span every frame of a video."""
+    frames = VIDEO_FRAMES.get()
+    (x,) = args
+    if frames is None or frames <= 1 or x.ndim != 4:
+        return None
+    bf, c, h, w = x.shape
+    module._joint_shape = (bf // frames, frames, c, h, w)
+    return (x.reshape(bf // frames, frames, c, h, w).transpose(1, 2).reshape(bf // frames, c, frames * h, w),)
+
+
+def _from_joint(module, args, output):
+    shape = module.__dict__.pop("_joint_shape", None)
+    if shape is None:
+        return None
+    b, f, c, h, w = shape
+    return output.reshape(b, c, f, h, w).transpose(1, 2).reshape(b * f, c, h, w)
+
+
+def joint_groupnorms(unet) -> list[torch.nn.Module]:
+    """The GroupNorms v1 normalises over frames: both of every resnet, and the UNet's output norm."""
+    resnets = [m for block in (*unet.input_blocks, unet.middle_block, *unet.output_blocks) for m in block
+               if isinstance(m, ResBlock)]
+    return [norm for resnet in resnets for norm in (resnet.in_layers[0], resnet.out_layers[0])] + [unet.out[0]]
+
+
+def insertion_index(block) -> int:
+    """After the block's spatial transformer, or its resnet when it has none; before any down/upsampler."""
+    layers = list(block)
+    attentions = [i for i, m in enumerate(layers) if isinstance(m, SpatialTransformer)]
+    if attentions:
+        return attentions[-1] + 1
+    return next(i for i, m in enumerate(layers) if isinstance(m, ResBlock)) + 1
+
+
+class MotionInjection:
+    def __init__(self, motion_model):
+        self.motion_model = motion_model
+        self.hooks = []
+
+    def _targets(self, unet):
+        for place in sd15_placements(self.motion_model):
+            module = self.motion_model.get_submodule(place.motion_key)
+            block = unet.middle_block if place.index is None else getattr(unet, place.unet_blocks)[place.index]
+            yield place, module, block
+
+    def inject(self, patcher):
+        unet = patcher.model.diffusion_model
+        for place, module, block in self._targets(unet):
+            block.insert(insertion_index(block), MotionLayer(module, place.motion_key))
+        if self.motion_model.spec.version == MotionVersion.V1:
+            for norm in joint_groupnorms(unet):
+                self.hooks += [norm.register_forward_pre_hook(_to_joint), norm.register_forward_hook(_from_joint)]
+
+    def eject(self, patcher):
+        unet = patcher.model.diffusion_model
+        for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
+            for i in reversed(range(len(block))):
+                if isinstance(block[i], MotionLayer):
+                    del block[i]
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+
+
+def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
+    """Refuses a UNet whose blocks do not have the channels the motion module was made for."""
+    def refuse(why):
+        raise AnimateDiffError(f"The motion module {module_name} is for SD1.5 models, but the model is "
+                               f"{model_name} ({why}). Load an SD1.5 checkpoint (or an SD1.5 fine-tune).")
+    if getattr(unet, "middle_block", None) is None or len(unet.input_blocks) != 12 or len(unet.output_blocks) != 12:
+        refuse(f"its UNet has {len(getattr(unet, 'input_blocks', []))} input blocks, SD1.5 has 12")
+    for place in sd15_placements(motion_model):
+        block = unet.middle_block if place.index is None else getattr(unet, place.unet_blocks)[place.index]
+        resnet = next(m for m in block if isinstance(m, ResBlock))
+        channels = motion_model.get_submodule(place.motion_key).temporal_transformer.proj_in.in_features
+        if resnet.out_channels != channels:
+            refuse(f"{place.unet_blocks} has {resnet.out_channels} channels where the module expects {channels}")
+        attention = [m for m in block if isinstance(m, SpatialTransformer)]
+        if attention and attention[0].transformer_blocks[0].attn2.to_k.in_features != 768:
+            refuse("its text conditioning is not CLIP-L's 768 channels")
+
+
+class BetaSchedule:
+    AUTOSELECT = "autoselect"                  # the schedule the motion module was trained with
+    ANIMATEDIFF_LINEAR = "animatediff_linear"  # linear 0.00085 → 0.012 ("sqrt_linear" in LDM naming)
+    SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's own ("linear" in LDM naming)
+    USE_EXISTING = "use_existing"              # keep the model's schedule (e.g. one set by another node)
+    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING]
+
+    LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
+
+
+def with_beta_schedule(patcher, schedule: str):
+    if schedule == BetaSchedule.USE_EXISTING:
+        return
+    if schedule == BetaSchedule.AUTOSELECT:
+        schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
+    current = patcher.get_model_object("model_sampling")
+    if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
+        raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
+                               f"with {type(current).__name__}. Use beta_schedule=use_existing.")
+    settings = dict(patcher.model.model_config.sampling_settings)
+    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012)
+    patcher.add_object_patch("model_sampling", type(current)(SimpleNamespace(sampling_settings=settings)))
+
+
+def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str):
+    """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples."""
+    unet = model.model.diffusion_model
+    check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
+    patched = model.clone()
+    patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(*_inject_eject(motion.model))])
+    patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))
+    patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale)}
+    patched.set_additional_models(KEY, [motion.patcher])
+    if motion.spec.version == MotionVersion.V1:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, track_video_frames)
+    with_beta_schedule(patched, beta_schedule)
+    return patched
+
+
+def _inject_eject(motion_model):
+    injection = MotionInjection(motion_model)
+    return injection.inject, injection.eject

@@ -1,0 +1,238 @@
+"""Random-weight model files in the exact released formats (see FORMATS.md), for tests and the demo.
+
+No weights can be downloaded here, so tests load these instead. The motion-module layout is written
+from FORMATS.md on purpose, independently of the pack's `motion_module/` code, so that the fixtures
+cannot share that code's mistakes. The SD1.5 checkpoint takes its key names and shapes from ComfyUI's
+own modules, which is what ComfyUI's loader checks it against.
+
+    python scripts/make_fixtures.py [--small-only] [--check]
+
+Writes into $ANIMATEDIFF_CACHE/fixtures (default ~/.cache/comfyui-animatediff/fixtures) and skips
+files that already exist. Importing this file does no work and does not import ComfyUI.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Bump when the generated content changes: a different stamp on disk makes the CLI regenerate everything.
+STAMP = "animatediff-fixtures-1"
+
+FULL_CHANNELS = (320, 640, 1280, 1280)
+SMALL_CHANNELS = (32, 64, 128, 128)
+PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32}
+
+# What v3-era files carry next to the weights (from the original inference config); plain types only,
+# so torch.load(weights_only=True) accepts it.
+V3_CONFIG = {
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8, "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True, "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1, "zero_initialize": True,
+    },
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ANIMATEDIFF_CACHE") or "~/.cache/comfyui-animatediff").expanduser()
+
+
+def fixtures_dir() -> Path:
+    return cache_dir() / "fixtures"
+
+
+def comfyui_path() -> Path:
+    return Path(os.environ.get("COMFYUI_PATH") or cache_dir() / "ComfyUI").expanduser()
+
+
+def sinusoidal_pe(length: int, channels: int) -> torch.Tensor:
+    """(1, length, channels): pe[0, p, 2i] = sin(p·d_i), pe[0, p, 2i+1] = cos(p·d_i), d_i = exp(2i·(−ln 10000 / C))."""
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    div = torch.exp(torch.arange(0, channels, 2, dtype=torch.float64) * (-math.log(10000.0) / channels))
+    pe = torch.zeros(1, length, channels, dtype=torch.float64)
+    pe[0, :, 0::2] = torch.sin(position * div)
+    pe[0, :, 1::2] = torch.cos(position * div)
+    return pe.float()
+
+
+def random_tensor(key: str, shape, gen: torch.Generator) -> torch.Tensor:
+    """Trained-looking float32 values: every 1-D `.weight` in these models is a norm's scale (about 1),
+    biases are small, and matrices/convs get variance 1/fan_in so activations stay finite through depth."""
+    t = torch.randn(shape, generator=gen)
+    if len(shape) >= 2:
+        return t.mul_(1.0 / math.sqrt(math.prod(shape[1:])))
+    if key.endswith(".weight"):
+        return t.mul_(0.1).add_(1.0)
+    return t.mul_(0.02)
+
+
+def _module_shapes(c: int):
+    """The 28 (key suffix, shape) pairs of one VanillaTemporalModule, in FORMATS.md's table order; pe is None."""
+    block = "transformer_blocks.0."
+    shapes = [("norm.weight", (c,)), ("norm.bias", (c,)), ("proj_in.weight", (c, c)), ("proj_in.bias", (c,))]
+    for a in range(2):
+        p = f"{block}attention_blocks.{a}."
+        shapes += [(p + "to_q.weight", (c, c)), (p + "to_k.weight", (c, c)), (p + "to_v.weight", (c, c)),
+                   (p + "to_out.0.weight", (c, c)), (p + "to_out.0.bias", (c,)), (p + "pos_encoder.pe", None)]
+    for n in range(2):
+        shapes += [(f"{block}norms.{n}.weight", (c,)), (f"{block}norms.{n}.bias", (c,))]
+    shapes += [(block + "ff.net.0.proj.weight", (8 * c, c)), (block + "ff.net.0.proj.bias", (8 * c,)),
+               (block + "ff.net.2.weight", (c, 4 * c)), (block + "ff.net.2.bias", (c,)),
+               (block + "ff_norm.weight", (c,)), (block + "ff_norm.bias", (c,)),
+               ("proj_out.weight", (c, c)), ("proj_out.bias", (c,))]  # trained, so non-zero
+    return shapes
+
+
+def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
+                             dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A released-format SD1.5 motion module ("v1", "v2" or "v3") with random weights.
+
+    The version is mixed into the seed: v1's pe table is the start of v3's, so with shared weights a
+    loader that picked the wrong file would go unnoticed."""
+    length = PE_LENGTH[version]
+    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
+    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
+    if version == "v2":
+        modules.append(("mid_block.motion_modules.0", channels[-1]))
+    gen = torch.Generator().manual_seed(seed * 10 + list(PE_LENGTH).index(version))
+    pes = {}
+    sd = {}
+    for prefix, c in modules:
+        for suffix, shape in _module_shapes(c):
+            key = f"{prefix}.temporal_transformer.{suffix}"
+            if shape is None:
+                pes.setdefault(c, sinusoidal_pe(length, c).to(dtype))
+                sd[key] = pes[c].clone()  # separate storage: safetensors refuses shared tensors
+            else:
+                sd[key] = random_tensor(key, shape, gen).to(dtype)
+    return sd
+
+
+def _import_comfy():
+    if str(comfyui_path()) not in sys.path:
+        sys.path.insert(0, str(comfyui_path()))
+    if "comfy.model_management" not in sys.modules:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True  # read once, when model_management is first imported
+
+
+# ComfyUI's SD15 UNet config (comfy/model_detection.py, `SD15`), in UNetModel's keyword form.
+SD15_UNET = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
+                 channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
+                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], num_heads=8, context_dim=768,
+                 use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False, adm_in_channels=None,
+                 use_checkpoint=False, use_temporal_attention=False, use_temporal_resblock=False)
+# The SD1.x VAE (comfy/sd.py, VAE: "default SD1.x/SD2.x VAE parameters").
+SD_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
+              num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+
+
+def sd15_checkpoint_state_dict(seed=0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A full-size random SD1.5 checkpoint in the original LDM key format, as in v1-5-pruned-emaonly."""
+    _import_comfy()
+    import comfy.ops
+    import comfy.sd1_clip
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    with torch.device("meta"):  # only names and shapes are needed: no memory, no init time
+        parts = [("model.diffusion_model.", UNetModel(**SD15_UNET, operations=comfy.ops.disable_weight_init)),
+                 ("first_stage_model.", AutoencoderKL(ddconfig=SD_VAE, embed_dim=4)),
+                 ("cond_stage_model.", comfy.sd1_clip.SDClipModel())]
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for prefix, module in parts:
+        for name, t in module.state_dict().items():
+            # ComfyUI's own extras, absent from the original file (its SD15 saving drops them too).
+            if name in ("logit_scale", "transformer.text_projection.weight"):
+                continue
+            sd[prefix + name] = random_tensor(name, tuple(t.shape), gen).to(dtype)
+    # The original file carries the HF CLIP buffer of token positions.
+    sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    return sd
+
+
+def check_sd15(path) -> None:
+    """Loads `path` the way CheckpointLoaderSimple does and checks that it is SD1.5 and gives finite outputs."""
+    _import_comfy()
+    import comfy.sd
+    import comfy.supported_models
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    assert type(model.model.model_config) is comfy.supported_models.SD15, type(model.model.model_config)
+    cond = clip.encode_from_tokens(clip.tokenize("a cat walking on the beach"))
+    assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all(), cond.shape
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    image = vae.decode(latent)
+    assert image.shape == (1, 128, 128, 3) and torch.isfinite(image).all(), image.shape
+    for dt in (torch.float32, torch.float16):
+        out = model.model.diffusion_model.to(dt)(latent.to(dt), torch.tensor([500.0], dtype=dt), context=cond.to(dt))
+        assert out.shape == latent.shape and torch.isfinite(out).all(), (dt, out.abs().max())
+
+
+def _save(sd: dict, path: Path, wrap=None) -> None:
+    """Writes to a temporary name and renames, so an existing file is always a complete one."""
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+        safetensors.torch.save_file(sd, str(tmp))
+    else:
+        torch.save(wrap(sd) if wrap else sd, tmp)
+    os.replace(tmp, path)
+
+
+def fixture_jobs(small_only=False):
+    """(relative path, state-dict factory, ckpt wrapper) for every fixture file."""
+    small = lambda v: (lambda: motion_module_state_dict(v, SMALL_CHANNELS, dtype=torch.float32))
+    full = lambda v: (lambda: motion_module_state_dict(v))
+    in_state_dict = lambda sd: {"state_dict": sd}
+    with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
+    jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3")]
+    jobs.append(("small/mm_v2.ckpt", small("v2"), in_state_dict))
+    if not small_only:
+        for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
+            jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
+        jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
+    return jobs
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small-only", action="store_true", help="only the tiny motion modules (seconds)")
+    parser.add_argument("--check", action="store_true", help="load sd15_random.safetensors with ComfyUI")
+    args = parser.parse_args(argv)
+    root = fixtures_dir()
+    (root / "small").mkdir(parents=True, exist_ok=True)
+    stamp = root / "STAMP"
+    if not stamp.exists() or stamp.read_text() != STAMP:
+        # Made by another generator version: none of it can be trusted, full-size files included.
+        for rel, _, _ in fixture_jobs():
+            (root / rel).unlink(missing_ok=True)
+        stamp.write_text(STAMP)
+    cached = {}  # the .ckpt and .safetensors of one version hold the same tensors: generate once
+    for rel, make, wrap in fixture_jobs(args.small_only):
+        path = root / rel
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        key = rel.rsplit(".", 1)[0]
+        sd = cached.pop(key, None) or make()
+        _save(sd, path, wrap)
+        cached = {key: sd}
+        print(f"{rel}: {path.stat().st_size / 2**20:.0f} MiB in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.check and not args.small_only:
+        start = time.perf_counter()
+        check_sd15(root / "sd15_random.safetensors")
+        print(f"sd15_random.safetensors loads in ComfyUI as SD15 ({time.perf_counter() - start:.1f} s)")
+    print(root)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The motion module inside a real in-process ComfyUI: placement, ejection, base model untouched."""
+import comfy.model_management
+import comfy.patcher_extension
+import pytest
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
+
+from comfy_env import conditioning, ksample, tiny_sd15, unet_state
+from animatediff.errors import AnimateDiffError
+from animatediff.motion_module import read_state_dict
+from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
+
+EXPECTED_PLACES = {  # motion key -> (blocks, index); FORMATS.md §1
+    **{f"down_blocks.{i}.motion_modules.{j}": ("input_blocks", 3 * i + j + 1) for i in range(4) for j in range(2)},
+    **{f"up_blocks.{i}.motion_modules.{j}": ("output_blocks", 3 * i + j) for i in range(4) for j in range(3)},
+}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_sd15()
+
+
+@pytest.fixture(scope="module")
+def motion(fixtures_dir):
+    return {v: load_motion_model_file(fixtures_dir / "small" / f"mm_{v}.safetensors", f"mm_{v}.safetensors")
+            for v in ("v1", "v2", "v3")}
+
+
+def motion_layers(unet):
+    """(blocks, index, position in block, motion key) of every MotionLayer in the UNet now."""
+    found = []
+    for name in ("input_blocks", "middle_block", "output_blocks"):
+        blocks = [unet.middle_block] if name == "middle_block" else getattr(unet, name)
+        for index, block in enumerate(blocks):
+            for position, layer in enumerate(block):
+                if isinstance(layer, MotionLayer):
+                    found.append((name, index, position, layer.name))
+    return found
+
+
+def probe(model, record):
+    """A clone whose every UNet call records what the UNet looks like at that moment."""
+    probed = model.clone()
+
+    def look(executor, x, *args, **kwargs):
+        unet = executor.class_obj
+        record.append({"layers": motion_layers(unet), "middle": [type(m) for m in unet.middle_block],
+                       "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())})
+        return executor(x, *args, **kwargs)
+    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", look)
+    return probed
+
+
+@pytest.mark.parametrize("version,count", [("v1", 20), ("v2", 21), ("v3", 20)])
+def test_modules_sit_at_the_right_blocks_while_sampling(base, motion, version, count):
+    record = []
+    ksample(probe(apply_motion_model(base, motion[version], 1.0, "autoselect"), record), steps=1)
+    layers = record[0]["layers"]
+    assert len(layers) == count and all(r["layers"] == layers for r in record)
+    unet = base.model.diffusion_model
+    for blocks, index, position, key in layers:
+        if blocks == "middle_block":
+            assert key == "mid_block.motion_modules.0"
+            assert record[0]["middle"] == [ResBlock, SpatialTransformer, MotionLayer, ResBlock]
+            continue
+        assert EXPECTED_PLACES[key] == (blocks, index)
+        block = list(getattr(unet, blocks)[index])  # now without the motion layer
+        before, after = block[:position], block[position:]
+        assert isinstance(before[0], ResBlock) and all(isinstance(m, Upsample) for m in after)
+        assert len(before) == 1 + any(isinstance(m, SpatialTransformer) for m in block)
+    channels = {key: motion[version].model.get_submodule(key).temporal_transformer.proj_in.in_features
+                for *_, key in layers}
+    for blocks, index, _, key in layers:
+        if blocks != "middle_block":
+            resnet = getattr(unet, blocks)[index][0]
+            assert resnet.out_channels == channels[key]
+
+
+def test_base_model_is_untouched_by_animated_runs(base, motion, fixtures_dir):
+    weights = unet_state(base)
+    before = ksample(base, seed=3)
+    for version in ("v1", "v2", "v3", "v1"):
+        ksample(apply_motion_model(base, motion[version], 1.3, "autoselect"), steps=1)
+    record = []
+    after = ksample(probe(base, record), seed=3)
+    assert torch.equal(before, after)
+    assert all(r["layers"] == [] and r["hooks"] == 0 for r in record)
+    comfy.model_management.unload_all_models()
+    assert motion_layers(base.model.diffusion_model) == []
+    assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
+    on_disk = read_state_dict(fixtures_dir / "small" / "mm_v2.safetensors")
+    assert all(torch.equal(on_disk[k], v) for k, v in motion["v2"].model.state_dict().items())
+
+
+def test_animation_differs_from_the_image_model_and_between_versions(base, motion):
+    plain = ksample(base, seed=5)
+    out = {v: ksample(apply_motion_model(base, motion[v], 1.0, "use_existing"), seed=5) for v in motion}
+    assert all((o - plain).abs().max() > 1e-3 for o in out.values())
+    assert (out["v2"] - out["v3"]).abs().max() > 1e-3
+
+
+def test_cond_and_uncond_in_any_order_or_alone_give_the_same_frames(base, motion):
+    model = apply_motion_model(base, motion["v1"], 1.0, "autoselect")
+    comfy.model_management.load_models_gpu([model])
+    frames = 8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * frames, 4, 8, 8, generator=g)
+    t = torch.full((2 * frames,), 500.0)
+    cond, uncond = conditioning(1)[0][0], conditioning(2)[0][0]
+
+    def run(xs, contexts, order):
+        opts = {**model.model_options["transformer_options"], "cond_or_uncond": order}
+        with torch.no_grad():
+            return model.model.apply_model(xs, t[: xs.shape[0]], c_crossattn=contexts, transformer_options=opts)
+    c_ctx, u_ctx = cond.expand(frames, -1, -1), uncond.expand(frames, -1, -1)
+    together = run(x, torch.cat([c_ctx, u_ctx]), [0, 1])
+    swapped = run(torch.cat([x[frames:], x[:frames]]), torch.cat([u_ctx, c_ctx]), [1, 0])
+    alone_c = run(x[:frames], c_ctx, [0])
+    alone_u = run(x[frames:], u_ctx, [1])
+    scale = together.abs().max()  # random weights give large outputs; batching only moves rounding
+    assert (together[:frames] - swapped[frames:]).abs().max() <= 1e-6 * scale
+    assert (together[frames:] - swapped[:frames]).abs().max() <= 1e-6 * scale
+    assert (together[:frames] - alone_c).abs().max() <= 1e-5 * scale
+    assert (together[frames:] - alone_u).abs().max() <= 1e-5 * scale
+    # and frames really interact: one video of 16 is not two videos of 8
+    as_one = run(x, torch.cat([c_ctx, c_ctx]), [0])
+    assert (as_one[:frames] - together[:frames]).abs().max() > 1e-3 * scale
+
+
+def test_v1_normalises_resnets_jointly_over_frames_and_nothing_else(base, motion):
+    """Reads what enters a norm's Sequential and what leaves the norm (= what enters the SiLU after it)."""
+    seen = {}
+
+    def capture(name):
+        def hook(module, args):
+            seen.setdefault(name, args[0].detach().clone())
+        return hook
+    unet = base.model.diffusion_model
+    resnet, spatial = unet.input_blocks[1][0], unet.input_blocks[1][1]
+    watched = {"resnet_in": resnet.in_layers, "resnet_normed": resnet.in_layers[1], "out_in": unet.out,
+               "out_normed": unet.out[1], "spatial_in": spatial.norm, "spatial_normed": spatial.proj_in}
+    handles = [m.register_forward_pre_hook(capture(n)) for n, m in watched.items()]
+    try:
+        frames = 16
+        ksample(apply_motion_model(base, motion["v1"], 1.0, "autoselect"), frames=frames, steps=1, cfg=1.0)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, norm in (("resnet", resnet.in_layers[0]), ("out", unet.out[0])):
+        x = seen[name + "_in"]
+        bf, c, h, w = x.shape
+        video = x.reshape(bf // frames, frames, 32, c // 32, h, w)
+        mean = video.mean(dim=(1, 3, 4, 5), keepdim=True)  # one mean per (video, group), over all frames
+        var = video.var(dim=(1, 3, 4, 5), keepdim=True, unbiased=False)
+        joint = ((video - mean) / (var + norm.eps).sqrt()).reshape(bf, c, h, w)
+        expected = joint * norm.weight[:, None, None] + norm.bias[:, None, None]
+        per_frame = torch.nn.functional.group_norm(x, 32, norm.weight, norm.bias, norm.eps)
+        assert (seen[name + "_normed"] - expected).abs().max() <= 1e-4, name
+        assert (seen[name + "_normed"] - per_frame).abs().max() > 1e-2, name
+    x, norm = seen["spatial_in"], spatial.norm
+    per_frame = torch.nn.functional.group_norm(x, 32, norm.weight, norm.bias, norm.eps)
+    assert (seen["spatial_normed"] - per_frame).abs().max() <= 1e-5
+
+
+def test_too_many_frames_says_to_add_context_windows(base, motion):
+    with pytest.raises(AnimateDiffError, match=r"25 frames > 24 this motion module supports: add AnimateDiff_ContextWindows"):
+        ksample(apply_motion_model(base, motion["v1"], 1.0, "autoselect"), frames=25, steps=1)
+    ksample(base, steps=1)  # the next run works, and the base model is clean again
+    assert motion_layers(base.model.diffusion_model) == []
+
+
+def test_a_model_that_is_not_sd15_is_refused(motion):
+    wider = tiny_sd15(model_channels=64)
+    with pytest.raises(AnimateDiffError, match="mm_v2.safetensors is for SD1.5 models.*input_blocks has 64 channels"):
+        apply_motion_model(wider, motion["v2"], 1.0, "autoselect")
+    sd2_like = tiny_sd15(context_dim=1024)
+    with pytest.raises(AnimateDiffError, match="CLIP-L's 768"):
+        apply_motion_model(sd2_like, motion["v2"], 1.0, "autoselect")
+    three_levels = tiny_sd15(channel_mult=[1, 2, 4], num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 1, 1, 1, 1],
+                             transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1])
+    with pytest.raises(AnimateDiffError, match="9 input blocks, SD1.5 has 12"):
+        apply_motion_model(three_levels, motion["v2"], 1.0, "autoselect")
+
+
+def test_autoselect_uses_the_linear_schedule_the_modules_were_trained_with(base, motion):
+    betas = torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64)
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    expected = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    patched = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    ours = patched.get_model_object("model_sampling").sigmas.double()
+    assert torch.allclose(ours, expected.to(ours.dtype), rtol=1e-5)
+    sd_default = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    sd_sigmas = ((1 - torch.cumprod(1 - sd_default, 0)) / torch.cumprod(1 - sd_default, 0)) ** 0.5
+    assert torch.allclose(base.get_model_object("model_sampling").sigmas.double(), sd_sigmas.float().double(), rtol=1e-5)
+    kept = apply_motion_model(base, motion["v2"], 1.0, "use_existing")
+    assert kept.get_model_object("model_sampling") is base.get_model_object("model_sampling")

@@ -1,0 +1,68 @@
+"""A real ComfyUI, in this process, on the CPU, with a tiny SD1.5-shaped UNet (model_channels 32).
+
+Nothing here replaces ComfyUI code: the model is built by comfy.supported_models.SD15 like a loaded
+checkpoint's, only with smaller channels and random weights.
+"""
+import comfy.cli_args
+
+comfy.cli_args.args.cpu = True  # before comfy.model_management is imported anywhere
+
+import comfy.model_management  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.sample  # noqa: E402
+import comfy.supported_models  # noqa: E402
+import torch  # noqa: E402
+
+TINY_SD15 = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "dtype": torch.float32, "in_channels": 4, "model_channels": 32,
+    "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+    "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+    "num_head_channels": -1, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+def random_fill(module: torch.nn.Module, seed: int):
+    """comfy.ops layers start uninitialised: give every tensor a finite random value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            elif name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+
+
+def tiny_sd15(seed=0, **overrides) -> comfy.model_patcher.ModelPatcher:
+    config = comfy.supported_models.SD15({**TINY_SD15, **overrides})
+    model = config.get_model({})
+    random_fill(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def conditioning(seed, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, 77, 768, generator=g), {}]]
+
+
+def latent(frames, size=8):
+    return {"samples": torch.zeros(frames, 4, size, size)}
+
+
+def ksample(model, frames=16, seed=1, steps=2, cfg=7.5, sampler="euler", scheduler="normal", size=8,
+            positive=None, negative=None):
+    """The core KSampler node's own code path (nodes.common_ksampler)."""
+    import nodes
+    positive = positive or conditioning(11)
+    negative = negative or conditioning(12)
+    (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
+                                   latent(frames, size))
+    return out["samples"]
+
+
+def unet_state(patcher) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in patcher.model.diffusion_model.state_dict().items()}

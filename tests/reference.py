@@ -1,0 +1,56 @@
+"""An independent re-implementation of the original AnimateDiff motion-module math, from FORMATS.md §1.
+
+Plain functions over a state dict: no nn.Module, no einops, nothing shared with the code under test.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sinusoidal_table(length, channels):
+    table = torch.zeros(1, length, channels)
+    for p in range(length):
+        for i in range(channels // 2):
+            d = math.exp(2 * i * (-math.log(10000.0) / channels))
+            table[0, p, 2 * i] = math.sin(p * d)
+            table[0, p, 2 * i + 1] = math.cos(p * d)
+    return table
+
+
+def _linear(sd, name, x):
+    return F.linear(x, sd[name + ".weight"], sd.get(name + ".bias"))
+
+
+def _attention(sd, prefix, x, frames):
+    """x: (B·F, D, C) tokens; self-attention over frames for each (video, position), 8 heads."""
+    bf, d, c = x.shape
+    b = bf // frames
+    seq = x.reshape(b, frames, d, c).permute(0, 2, 1, 3).reshape(b * d, frames, c)
+    seq = seq + sd[prefix + ".pos_encoder.pe"][:, :frames]
+    q, k, v = (_linear(sd, f"{prefix}.to_{n}", seq) for n in "qkv")
+    heads, hd = 8, c // 8
+    split = lambda t: t.reshape(b * d, frames, heads, hd).transpose(1, 2)  # noqa: E731
+    weights = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(hd), dim=-1)
+    out = (weights @ split(v)).transpose(1, 2).reshape(b * d, frames, c)
+    out = _linear(sd, prefix + ".to_out.0", out)
+    return out.reshape(b, d, frames, c).permute(0, 2, 1, 3).reshape(bf, d, c)
+
+
+def motion_module(sd, prefix, x, frames):
+    """One VanillaTemporalModule on x: (B·F, C, H, W), frames consecutive within each video."""
+    p = prefix + ".temporal_transformer"
+    bf, c, h, w = x.shape
+    hidden = torch.stack([F.group_norm(frame[None], 32, sd[p + ".norm.weight"], sd[p + ".norm.bias"], 1e-6)[0]
+                          for frame in x])  # per frame, one at a time
+    hidden = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
+    hidden = _linear(sd, p + ".proj_in", hidden)
+    blk = p + ".transformer_blocks.0"
+    for a in range(2):
+        normed = F.layer_norm(hidden, (c,), sd[f"{blk}.norms.{a}.weight"], sd[f"{blk}.norms.{a}.bias"], 1e-5)
+        hidden = hidden + _attention(sd, f"{blk}.attention_blocks.{a}", normed, frames)
+    normed = F.layer_norm(hidden, (c,), sd[blk + ".ff_norm.weight"], sd[blk + ".ff_norm.bias"], 1e-5)
+    value, gate = _linear(sd, blk + ".ff.net.0.proj", normed).chunk(2, dim=-1)
+    hidden = hidden + _linear(sd, blk + ".ff.net.2", value * F.gelu(gate))
+    hidden = _linear(sd, p + ".proj_out", hidden)
+    return hidden.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x

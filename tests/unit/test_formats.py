@@ -1,0 +1,120 @@
+"""Detection of every fixture and the refusal, with a clear message, of everything else."""
+import os
+
+import pytest
+import safetensors.torch
+import torch
+
+from animatediff.errors import ModelFileError
+from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
+from make_fixtures import motion_module_state_dict
+
+SMALL = (32, 64, 128, 128)
+FULL = {"v1": (24, None, 20), "v2": (32, 1280, 21), "v3": (32, None, 20)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mm_v1.ckpt", "mm_v1.safetensors", "mm_v2.ckpt", "mm_v2.safetensors",
+                                  "mm_v3.ckpt", "mm_v3.safetensors"])
+def test_full_size_fixtures_are_detected(fixtures_dir, name):
+    version = name[3:5]
+    spec = detect_spec(read_state_dict(fixtures_dir / name))
+    max_frames, mid, count = FULL[version]
+    assert (spec.version, spec.max_frames, spec.mid_channels, spec.module_count) == (version, max_frames, mid, count)
+    assert spec.down_channels == (320, 640, 1280, 1280) and spec.up_channels == (1280, 1280, 640, 320)
+
+
+@pytest.mark.slow
+def test_full_size_v2_has_the_released_parameter_count(fixtures_dir):
+    model = load_motion_model(fixtures_dir / "mm_v2.safetensors")
+    params = sum(p.numel() for p in model.parameters())
+    assert params == 453_209_280
+
+
+@pytest.mark.parametrize("name", ["mm_v1.safetensors", "mm_v2.safetensors", "mm_v3.safetensors", "mm_v2.ckpt"])
+def test_small_fixtures_are_detected(fixtures_dir, name):
+    spec = detect_spec(read_state_dict(fixtures_dir / "small" / name))
+    assert spec.version == name[3:5] and spec.down_channels == SMALL
+
+
+def test_ckpt_containers_plain_wrapped_and_with_config_give_the_same_tensors(tmp_path):
+    sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
+    torch.save(sd, tmp_path / "plain.ckpt")
+    torch.save({"state_dict": sd}, tmp_path / "wrapped.ckpt")
+    torch.save({**sd, "animatediff_config": {"use_motion_module": True}}, tmp_path / "config.ckpt")
+    for name in ("plain.ckpt", "wrapped.ckpt", "config.ckpt"):
+        loaded = read_state_dict(tmp_path / name)
+        assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
+        assert detect_spec(loaded).version == MotionVersion.V3
+
+
+class Explode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "executed"
+    Explode.marker = marker
+    sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
+    torch.save({"state_dict": {**sd, "payload": Explode()}}, tmp_path / "evil.ckpt")
+    with pytest.raises(ModelFileError, match="evil.ckpt.*could run code"):
+        read_state_dict(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+def refusal(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, dict):
+        if name.endswith(".safetensors"):
+            safetensors.torch.save_file(content, path)
+        else:
+            torch.save(content, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError) as info:
+        detect_spec(read_state_dict(path), path)
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+def test_files_that_are_not_motion_modules_say_what_they_are(tmp_path):
+    t = torch.zeros(4, 4)
+    assert "Stable Diffusion checkpoint" in refusal(tmp_path, "sd.safetensors", {
+        "model.diffusion_model.input_blocks.0.0.weight": t})
+    assert "MotionLoRA" in refusal(tmp_path, "ml.safetensors", {
+        "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0"
+        ".processor.to_q_lora.down.weight": t})
+    assert "DomainAdapter" in refusal(tmp_path, "ad.ckpt", {
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight": t})
+    assert "HotshotXL" in refusal(tmp_path, "hs.safetensors", {
+        "down_blocks.0.temporal_attentions.0.temporal_transformer.pos_encoder.positional_encoding": t})
+    assert "not an AnimateDiff motion module" in refusal(tmp_path, "x.safetensors", {"foo.weight": t})
+
+
+def test_broken_files_are_refused_with_advice(tmp_path):
+    assert "not a PyTorch checkpoint" in refusal(tmp_path, "text.ckpt", b"hello, I am a text file\n")
+    assert "not a PyTorch checkpoint" in refusal(tmp_path, "empty.ckpt", b"")
+    assert "not a readable .safetensors" in refusal(tmp_path, "bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
+    torch.save(sd, tmp_path / "full.ckpt")
+    data = (tmp_path / "full.ckpt").read_bytes()
+    assert "truncated" in refusal(tmp_path, "cut.ckpt", data[: len(data) // 2])
+
+
+def test_sdxl_and_positionless_modules_are_refused(tmp_path):
+    sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
+    sdxl = {k: v for k, v in sd.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
+    assert "SDXL" in refusal(tmp_path, "xl.safetensors", sdxl)
+    lcm = {k: v for k, v in sd.items() if "pos_encoder" not in k}
+    assert "positional table" in refusal(tmp_path, "lcm.safetensors", lcm)
+
+
+def test_damaged_layouts_name_the_bad_weight(tmp_path):
+    sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
+    key = "up_blocks.1.motion_modules.2.temporal_transformer.proj_in.weight"
+    missing = {k: v for k, v in sd.items() if k != key}
+    assert f"missing (e.g. `{key}`)" in refusal(tmp_path, "missing.safetensors", missing)
+    assert "wrong shape" in refusal(tmp_path, "shape.safetensors", {**sd, key: torch.zeros(3, 3)})
+    ints = {**sd, key: sd[key].to(torch.int32)}
+    assert "not floating point" in refusal(tmp_path, "int.safetensors", ints)

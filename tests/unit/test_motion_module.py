@@ -1,0 +1,69 @@
+"""The motion module against the independent reference (tests/reference.py), in fp32, per version."""
+import pytest
+import torch
+
+import reference
+from animatediff.motion_module import MotionModel, detect_spec, read_state_dict, sinusoidal_positions
+
+SMALL = (32, 64, 128, 128)
+
+
+def small_model(fixtures_dir, version):
+    sd = read_state_dict(fixtures_dir / "small" / f"mm_{version}.safetensors")
+    return MotionModel.from_state_dict(detect_spec(sd), sd), sd
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("videos,frames", [(1, 16), (2, 8), (1, 1), (3, 5)])
+def test_every_module_matches_the_reference_math(fixtures_dir, version, videos, frames):
+    model, sd = small_model(fixtures_dir, version)
+    torch.manual_seed(frames)
+    for name, module in model.named_modules():
+        if not name.endswith(tuple(f"motion_modules.{j}" for j in range(3))):
+            continue
+        channels = module.temporal_transformer.proj_in.in_features
+        x = torch.randn(videos * frames, channels, 6, 5)
+        ours = module(x, frames)
+        expected = reference.motion_module(sd, name, x, frames)
+        assert (ours - expected).abs().max().item() <= 1e-5, name
+        assert (ours - x).abs().max().item() > 1e-2  # the module really moves the features
+
+
+def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir):
+    model, _ = small_model(fixtures_dir, "v2")
+    module = model.down_blocks[0].motion_modules[0]
+    x = torch.randn(2 * 8, 32, 4, 4)
+    both = module(x, 8)
+    alone = module(x[8:], 8)
+    assert torch.allclose(both[8:], alone, atol=1e-6)
+    changed = x.clone()
+    changed[3] += 1.0  # a frame of the first video
+    after = module(changed, 8)
+    assert torch.equal(after[8:], both[8:])
+    assert (after[:8] - both[:8]).abs().amax(dim=(1, 2, 3)).min() > 0  # every frame of video 1 sees it
+
+
+def test_motion_scale_one_is_the_original_and_other_scales_change_the_output(fixtures_dir):
+    model, sd = small_model(fixtures_dir, "v3")
+    module = model.up_blocks[3].motion_modules[2]
+    x = torch.randn(16, 32, 4, 4)
+    expected = reference.motion_module(sd, "up_blocks.3.motion_modules.2", x, 16)
+    assert (module(x, 16, motion_scale=1.0) - expected).abs().max() <= 1e-5
+    assert (module(x, 16, motion_scale=1.5) - expected).abs().max() > 1e-3
+
+
+def test_positional_table_is_the_sinusoid_of_the_formats():
+    ours = sinusoidal_positions(32, 320)
+    assert torch.allclose(ours, reference.sinusoidal_table(32, 320), atol=1e-5)  # fp32 vs fp64 sin
+    assert torch.equal(sinusoidal_positions(24, 320), ours[:, :24])  # rows do not depend on the length
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_close_to_fp32(fixtures_dir, dtype):
+    model, sd = small_model(fixtures_dir, "v2")
+    module = model.mid_block.motion_modules[0]
+    x = torch.randn(8, 128, 4, 4)
+    full = module(x, 8)
+    half = MotionModel.from_state_dict(detect_spec(sd), {k: v.to(dtype) for k, v in sd.items()})
+    out = half.mid_block.motion_modules[0](x.to(dtype), 8).float()
+    assert (out - full).abs().max() / full.abs().max() < 0.05
