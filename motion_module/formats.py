@@ -32,19 +32,20 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             raise ModelFileError(path, f"is not a readable .safetensors file ({e}).",
                                  "Download it again; the file may be truncated.") from e
     else:
-        if not zipfile.is_zipfile(path):
-            with open(path, "rb") as f:
-                zip_start = f.read(4) == b"PK\x03\x04"
-            problem = "is truncated or damaged" if zip_start else "is not a PyTorch checkpoint (not a zip archive)"
-            raise ModelFileError(path, problem + ".", "Download it again, or use the .safetensors version.")
+        is_zip = zipfile.is_zipfile(path)
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04" and not is_zip:
+                raise ModelFileError(path, "is truncated or damaged.", "Download it again.")
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
         except pickle.UnpicklingError as e:
+            if "Weights only load failed" not in str(e):
+                raise ModelFileError(path, f"is not a PyTorch checkpoint ({e}).") from e
             raise ModelFileError(path, "holds Python objects other than tensors, and loading it could run "
                                  "code, so it was refused.", "Use a .safetensors copy of this model.") from e
-        except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise ModelFileError(path, f"could not be read as a checkpoint ({e}).",
-                                 "Download it again; the file may be truncated.") from e
+        except Exception as e:  # the unpickler fails on foreign bytes with KeyError, EOFError, ...
+            raise ModelFileError(path, f"is not a PyTorch checkpoint ({type(e).__name__}: {e}).",
+                                 "Download it again, or use the .safetensors version of the model.") from e
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]
         if not isinstance(loaded, dict):

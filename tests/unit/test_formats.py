@@ -58,8 +58,10 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     Explode.marker = marker
     sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
     torch.save({"state_dict": {**sd, "payload": Explode()}}, tmp_path / "evil.ckpt")
-    with pytest.raises(ModelFileError, match="evil.ckpt.*could run code"):
-        read_state_dict(tmp_path / "evil.ckpt")
+    torch.save({"payload": Explode()}, tmp_path / "legacy_evil.ckpt", _use_new_zipfile_serialization=False)
+    for name in ("evil.ckpt", "legacy_evil.ckpt"):
+        with pytest.raises(ModelFileError, match=f"{name}.*could run code"):
+            read_state_dict(tmp_path / name)
     assert not marker.exists()
 
 
@@ -95,6 +97,9 @@ def test_files_that_are_not_motion_modules_say_what_they_are(tmp_path):
 def test_broken_files_are_refused_with_advice(tmp_path):
     assert "not a PyTorch checkpoint" in refusal(tmp_path, "text.ckpt", b"hello, I am a text file\n")
     assert "not a PyTorch checkpoint" in refusal(tmp_path, "empty.ckpt", b"")
+    legacy = motion_module_state_dict("v1", channels=SMALL, dtype=torch.float32)
+    torch.save(legacy, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)
+    assert detect_spec(read_state_dict(tmp_path / "legacy.ckpt")).version == MotionVersion.V1
     assert "not a readable .safetensors" in refusal(tmp_path, "bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
     torch.save(sd, tmp_path / "full.ckpt")

@@ -1,0 +1,117 @@
+"""The pack in a real ComfyUI server, driven through its HTTP queue like a user's service would."""
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfy_server import execution_error, ui_to_api
+
+pytestmark = pytest.mark.slow
+WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
+
+
+def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
+    info = server.get("/object_info")
+    load = info["AnimateDiff_LoadMotionModule"]
+    assert load["category"] == "AnimateDiff" and load["output"] == ["MOTION_MODEL"]
+    assert set(load["input"]["required"]["model_name"][0]) >= {"mm_v1.ckpt", "mm_v2.safetensors", "mm_v3.ckpt"}
+    apply = info["AnimateDiff_ApplyMotionModule"]
+    assert apply["input_order"] == {"required": ["model", "motion_model"],
+                                    "optional": ["motion_lora", "motion_scale", "beta_schedule"]}
+    assert apply["input"]["optional"]["motion_scale"][1]["default"] == 1.0
+    assert apply["input"]["optional"]["beta_schedule"][1]["default"] == "autoselect"
+    sampler = info["AnimateDiff_Sampler"]
+    assert sampler["input_order"]["required"] == info["KSampler"]["input_order"]["required"]
+    assert sampler["input_order"]["optional"][0] == "noise_type"
+    for node in (load, apply, sampler):
+        assert node["description"]
+        assert all(spec[1].get("tooltip") for group in node["input"].values() for spec in group.values()
+                   if len(spec) > 1)
+
+
+def small_txt2vid(server, frames=16, size=64, steps=2, motion="mm_v2.safetensors"):
+    """The shipped example workflow, converted from its UI form, at a CPU-friendly size."""
+    prompt = ui_to_api(json.loads((WORKFLOWS / "txt2vid.json").read_text()), server.get("/object_info"))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = "sd15_random.safetensors"
+        if node["class_type"] == "AnimateDiff_LoadMotionModule":
+            inputs["model_name"] = motion
+        if node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=size, height=size, batch_size=frames)
+        if "steps" in inputs:
+            inputs["steps"] = steps
+    return prompt
+
+
+def saved_frames(server, entry):
+    (image,) = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    with Image.open(server.output_dir / image["subfolder"] / image["filename"]) as webp:
+        return webp.n_frames
+
+
+def test_example_workflow_makes_a_16_frame_animation(server):
+    entry = server.run(small_txt2vid(server))
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+
+
+@pytest.mark.parametrize("motion,sampler", [("mm_v1.ckpt", "KSampler"), ("mm_v3.ckpt", "KSampler")])
+def test_other_versions_with_the_core_ksampler(server, motion, sampler):
+    prompt = small_txt2vid(server, frames=8, size=32, steps=1, motion=motion)
+    node = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_Sampler")
+    node["class_type"] = sampler
+    node["inputs"].pop("noise_type")
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 8
+
+
+def failure(server, prompt) -> str:
+    entry = server.run(prompt)
+    error = execution_error(entry)
+    assert error is not None, "the prompt should have failed"
+    return error["exception_message"]
+
+
+def test_bad_files_get_clear_errors_and_the_server_keeps_serving(server, hostile_files):
+    _, marker = hostile_files
+    load = lambda name: small_txt2vid(server, frames=2, size=32, steps=1, motion=name)  # noqa: E731
+    assert "could run code, so it was refused" in failure(server, load("evil.ckpt"))
+    assert "could run code, so it was refused" in failure(server, load("pickled.ckpt"))
+    assert "not a PyTorch checkpoint" in failure(server, load("notes.ckpt"))
+    message = failure(server, load("a_checkpoint.safetensors"))
+    assert "a_checkpoint.safetensors" in message and "Stable Diffusion checkpoint" in message
+    assert "Load Checkpoint" in message
+    assert not marker.exists()
+    entry = server.run(small_txt2vid(server, frames=4, size=32, steps=1))
+    assert execution_error(entry) is None
+
+
+def test_too_many_frames_says_what_to_do(server):
+    message = failure(server, small_txt2vid(server, frames=33, size=32, steps=1))
+    assert "33 frames > 32 this motion module supports: add AnimateDiff_ContextWindows" in message
+    entry = server.run(small_txt2vid(server, frames=4, size=32, steps=1))
+    assert execution_error(entry) is None
+
+
+def test_sampler_custom_advanced_animates_too(server):
+    prompt = small_txt2vid(server, frames=6, size=32, steps=1, motion="mm_v2.safetensors")
+    sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "AnimateDiff_Sampler")
+    s = prompt.pop(sampler_id)["inputs"]
+    prompt.update({
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": s["model"], "positive": s["positive"],
+                                                         "negative": s["negative"], "cfg": 7.5}},
+        "select": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": s["model"], "scheduler": "normal",
+                                                              "steps": 2, "denoise": 1.0}},
+        sampler_id: {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["select", 0], "sigmas": ["sigmas", 0],
+            "latent_image": s["latent_image"]}},
+    })
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 6
