@@ -99,7 +99,12 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     for k in motion_keys:
         kind, block, index = MOTION_KEY.match(k).groups()
         if k.endswith(".temporal_transformer.norm.weight"):
-            modules[(kind, int(block or 0), int(index))] = state_dict[k].shape[0]
+            shape = tuple(state_dict[k].shape)
+            if len(shape) != 1 or shape[0] == 0 or shape[0] % 32:
+                raise ModelFileError(path, f"has a malformed weight `{k}` of shape {shape} (a GroupNorm of "
+                                     "32 groups needs a positive multiple of 32 channels).",
+                                     "The file may be damaged or of an unknown variant.")
+            modules[(kind, int(block or 0), int(index))] = shape[0]
     down = _block_channels(modules, "down_blocks", path)
     up = _block_channels(modules, "up_blocks", path)
     mid = modules.get(("mid_block", 0, 0))
@@ -124,7 +129,11 @@ def _block_channels(modules, kind, path) -> list[int]:
     if blocks != list(range(len(blocks))):
         raise ModelFileError(path, f"has gaps in its {kind} (found blocks {blocks}).",
                              "The file may be damaged.")
-    return [modules[(kind, b, 0)] if (kind, b, 0) in modules else 0 for b in blocks]
+    missing = [b for b in blocks if (kind, b, 0) not in modules]
+    if missing:
+        raise ModelFileError(path, f"lacks the GroupNorm of {kind}.{missing[0]}.motion_modules.0, so its channels "
+                             "are unknown.", "The file may be damaged.")
+    return [modules[(kind, b, 0)] for b in blocks]
 
 
 def _check_layout(spec: MotionModelSpec, state_dict, path):
@@ -156,6 +165,10 @@ def load_motion_model(path, ops=None, dtype: torch.dtype | None = None) -> Motio
     """Reads, checks and builds the motion model of a file; weights are cast to `dtype` when given."""
     state_dict = read_state_dict(path)
     spec = detect_spec(state_dict, path)
+    broken = next((k for k, v in state_dict.items() if not torch.isfinite(v).all()), None)
+    if broken:
+        raise ModelFileError(path, f"has NaN or infinite values (e.g. in `{broken}`).",
+                             "The file is damaged, or was saved from a training run that diverged.")
     if dtype is not None:
         state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
     kwargs = {"ops": ops} if ops is not None else {}

@@ -5,6 +5,7 @@ GroupNorm / LayerNorm classes (torch.nn here; comfy.ops inside ComfyUI, for weig
 loading and interrupt checks) and `attention(q, k, v, heads, **kwargs)` the kernel (SDPA here;
 ComfyUI's optimized_attention inside ComfyUI).
 """
+import functools
 import math
 from types import SimpleNamespace
 
@@ -25,10 +26,16 @@ def sdpa_attention(q, k, v, heads, **kwargs):
 
 
 def sinusoidal_positions(length: int, channels: int) -> torch.Tensor:
+    return _sinusoid(length, channels).clone()
+
+
+@functools.lru_cache(maxsize=16)  # a model has 20+ modules but only 3–4 distinct channel counts
+def _sinusoid(length: int, channels: int) -> torch.Tensor:
     """pe[0, p, 2i] = sin(p·d_i), pe[0, p, 2i+1] = cos(p·d_i), d_i = exp(2i·(−ln 10000 / C))."""
-    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
-    pe = torch.zeros(1, length, channels)
+    # On the CPU explicitly: a model built under torch.device("meta") still gets a real table, cheaply.
+    position = torch.arange(length, dtype=torch.float32, device="cpu").unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32, device="cpu") * (-math.log(10000.0) / channels))
+    pe = torch.zeros(1, length, channels, device="cpu")
     pe[0, :, 0::2] = torch.sin(position * div_term)
     pe[0, :, 1::2] = torch.cos(position * div_term)
     return pe

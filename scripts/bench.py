@@ -1,0 +1,268 @@
+"""Benchmark: motion-module overhead vs the FLOP floor, memory vs frames, load time, one-module speed.
+
+    python scripts/bench.py [--quick] [--out docs/bench]
+
+Full SD1.5 architecture with the random fixtures, on the embedded host, in this process (CPU, or CUDA when
+present). Ratios are measured interleaved (A B A B …) and reported as medians, because these machines are
+shared and noisy; absolute seconds are only meaningful on a GPU. Writes bench.json and bench.md.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fixtures import comfyui_path, fixtures_dir  # noqa: E402
+
+PACK = Path(__file__).resolve().parents[1]
+VERSIONS = ("v1", "v2", "v3")
+
+
+def setup_comfy():
+    """Imports ComfyUI (CPU unless CUDA exists) and the pack as package `animatediff`."""
+    import importlib.machinery
+    import importlib.util
+    sys.path.append(str(comfyui_path()))
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PACK]  # our nodes/ vs ComfyUI's nodes
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = not torch.cuda.is_available()
+    spec = importlib.machinery.ModuleSpec("animatediff", None, is_package=True)
+    spec.submodule_search_locations = [str(PACK)]
+    sys.modules.setdefault("animatediff", importlib.util.module_from_spec(spec))
+
+
+def load_unet():
+    import comfy.sd
+    model, *_ = comfy.sd.load_checkpoint_guess_config(str(fixtures_dir() / "sd15_random.safetensors"),
+                                                      output_vae=False, output_clip=False)
+    return model
+
+
+def unet_call(patcher, frames, latent, cfg_batch=2):
+    """One sampling step's UNet call: cond and uncond of `frames` frames at latent×latent."""
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([patcher])
+    device, dtype = patcher.load_device, patcher.model.get_dtype()
+    x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
+    t = torch.full((x.shape[0],), 500.0, device=device)
+    context = torch.randn(x.shape[0], 77, 768, device=device)
+    options = {**patcher.model_options["transformer_options"], "cond_or_uncond": list(range(cfg_batch))}
+
+    def call():
+        with torch.inference_mode():
+            out = patcher.model.apply_model(x, t, c_crossattn=context, transformer_options=options)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+    return call
+
+
+def timed(fn, repeats=1):
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def overhead(base, motion, frames, latent, rounds):
+    """Median seconds per UNet call with and without the module, alternating A B A B."""
+    from animatediff.patching.motion import apply_motion_model
+    animated = apply_motion_model(base, motion, 1.0, "autoselect")
+    with_times, without_times = [], []
+    for _ in range(rounds):
+        call = unet_call(animated, frames, latent)
+        call()  # warm-up after (re)injection
+        with_times.append(timed(call))
+        call = unet_call(base, frames, latent)
+        call()
+        without_times.append(timed(call))
+    a, b = statistics.median(with_times), statistics.median(without_times)
+    return {"with_s": a, "without_s": b, "ratio": a / b}
+
+
+def flop_floor(base, motion, frames, latent):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from animatediff.patching.motion import apply_motion_model
+    counts = []
+    for patcher in (apply_motion_model(base, motion, 1.0, "autoselect"), base):
+        call = unet_call(patcher, frames, latent)
+        with FlopCounterMode(display=False) as counter:
+            call()
+        counts.append(counter.get_total_flops())
+    return counts[0] / counts[1]
+
+
+def load_time(path, rounds):
+    """Our loader (read, detect, convert to the UNet dtype ComfyUI picks, build) vs reading the tensors
+    into memory, alternating. Loading mmaps the file, so the page cache is dropped from neither."""
+    import comfy.model_management
+    import safetensors.torch
+
+    from animatediff.patching.motion import load_motion_model_file
+
+    def ours():
+        model = load_motion_model_file(path, path.name).model
+        return sum(float(p.view(-1)[-1]) for p in model.parameters())  # every tensor really in memory
+
+    ours_s, read_s = [], []
+    for _ in range(rounds):
+        ours_s.append(timed(ours))
+        read_s.append(timed(lambda: safetensors.torch.load(path.read_bytes())))
+    return {"ours_s": statistics.median(ours_s), "read_s": statistics.median(read_s),
+            "ratio": statistics.median(ours_s) / statistics.median(read_s),
+            "file_dtype": str(next(iter(safetensors.torch.load_file(str(path)).values())).dtype),
+            "unet_dtype": str(comfy.model_management.unet_dtype())}
+
+
+def module_micro(rounds, size=64, frames=16, channels=320):
+    """One motion module (ours) vs a plain PyTorch module of the same math, same weights."""
+    from animatediff.motion_module.layers import MotionModule
+    ours = MotionModule(channels, 32).eval()
+    plain = PlainMotionModule(ours)
+    x = torch.randn(frames, channels, size, size)
+    with torch.inference_mode():
+        assert torch.allclose(ours(x, frames), plain(x, frames), atol=1e-4)
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(timed(lambda: ours(x, frames)))
+            b.append(timed(lambda: plain(x, frames)))
+    return {"ours_s": statistics.median(a), "plain_s": statistics.median(b),
+            "ratio": statistics.median(a) / statistics.median(b)}
+
+
+class PlainMotionModule(torch.nn.Module):
+    """The textbook way to write the module: permute + contiguous copies, SDPA, explicit head split."""
+
+    def __init__(self, ours):
+        super().__init__()
+        self.t = ours.temporal_transformer
+
+    def forward(self, x, frames):
+        t = self.t
+        bf, c, h, w = x.shape
+        hidden = t.norm(x).permute(0, 2, 3, 1).contiguous().view(bf, h * w, c)
+        hidden = t.proj_in(hidden)
+        block = t.transformer_blocks[0]
+        for attn, norm in zip(block.attention_blocks, block.norms):
+            n = norm(hidden).view(bf // frames, frames, h * w, c).permute(0, 2, 1, 3).contiguous()
+            n = n.view(-1, frames, c) + attn.pos_encoder.pe[:, :frames]
+            q, k, v = (lin(n).view(n.shape[0], frames, 8, c // 8).transpose(1, 2) for lin in (attn.to_q, attn.to_k, attn.to_v))
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n.shape[0], frames, c)
+            o = attn.to_out[0](o).view(bf // frames, h * w, frames, c).permute(0, 2, 1, 3).contiguous()
+            hidden = hidden + o.view(bf, h * w, c)
+        value, gate = block.ff.net[0].proj(block.ff_norm(hidden)).chunk(2, dim=-1)
+        hidden = hidden + block.ff.net[2](value * torch.nn.functional.gelu(gate))
+        hidden = t.proj_out(hidden)
+        return hidden.view(bf, h, w, c).permute(0, 3, 1, 2) + x
+
+
+def peak_memory_child(frames, context_length, latent):
+    """Runs in a fresh process: one sampling step at `frames` frames; prints the peak memory figures."""
+    setup_comfy()
+    import comfy.sample
+    import comfy.samplers
+
+    from animatediff.patching.motion import apply_motion_model, load_motion_model_file
+    base = load_unet()
+    motion = load_motion_model_file(fixtures_dir() / "mm_v2.safetensors", "mm_v2")
+    model = apply_motion_model(base, motion, 1.0, "autoselect")
+    try:
+        from animatediff.patching.context import ContextOptions, with_context_windows
+        model = with_context_windows(model, ContextOptions(context_length=context_length))
+    except ImportError:
+        pass
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
+    before = resident_bytes("VmHWM")
+    latent_image = torch.zeros(frames, 4, latent, latent)
+    cond = [[torch.randn(1, 77, 768), {}]]
+    comfy.sample.sample(model, torch.randn_like(latent_image), 1, 7.5, "euler", "normal", cond, cond,
+                        latent_image, disable_pbar=True, seed=0)
+    peak = resident_bytes("VmHWM")
+    cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    print(json.dumps({"frames": frames, "rss_peak_bytes": peak, "rss_after_load_bytes": before,
+                      "cuda_peak_bytes": cuda}))
+
+
+def resident_bytes(field):
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def peak_memory(frames, context_length, latent):
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(frames), str(context_length), str(latent)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke test, not a measurement")
+    p.add_argument("--out", type=Path, default=PACK / "docs" / "bench")
+    p.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        return peak_memory_child(*args.memory_child)
+
+    setup_comfy()
+    from animatediff.patching.motion import load_motion_model_file
+    gpu = torch.cuda.is_available()
+    rounds = 1 if args.quick else 5
+    sizes = [8] if args.quick else ([8, 16, 64] if gpu else [8, 16])
+    frames = 4 if args.quick else 16
+    report = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": frames, "overhead": [], "memory": []}
+    base = load_unet()
+    motions = {v: load_motion_model_file(fixtures_dir() / f"mm_{v}.safetensors", f"mm_{v}") for v in VERSIONS}
+    for latent in sizes:
+        for version, motion in motions.items():
+            row = {"version": version, "latent": latent, **overhead(base, motion, frames, latent, rounds),
+                   "flop_floor": flop_floor(base, motion, frames, latent)}
+            report["overhead"].append(row)
+            print(json.dumps(row), flush=True)
+    report["load"] = load_time(fixtures_dir() / "mm_v2.safetensors", rounds)
+    print(json.dumps(report["load"]), flush=True)
+    report["module"] = module_micro(rounds, size=16 if args.quick else 64)
+    print(json.dumps(report["module"]), flush=True)
+    for n in ([8, 16] if args.quick else [16, 32, 64, 128]):
+        report["memory"].append(peak_memory(n, 16, 8))
+        print(json.dumps(report["memory"][-1]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    (args.out / "bench.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r):
+    gib = 1024 ** 3
+    lines = [f"Benchmark on {r['device']}, torch {r['torch']}, {r['date']}, {r['frames']} frames, cfg batch 2.", "",
+             "| module | latent | with (s/step) | without (s/step) | measured ratio | FLOP floor |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {o['version']} | {o['latent']}×{o['latent']} | {o['with_s']:.3f} | {o['without_s']:.3f} | "
+              f"{o['ratio']:.3f} | {o['flop_floor']:.3f} |" for o in r["overhead"]]
+    load, module = r["load"], r["module"]
+    lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} → {load['unet_dtype']}): {load['ours_s']:.2f} s "
+              f"vs {load['read_s']:.2f} s to read its tensors (ratio {load['ratio']:.2f}).",
+              f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
+              f"for plain PyTorch (ratio {module['ratio']:.2f}).", "",
+              "| frames (context 16) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) | CUDA peak (GiB) |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {m['frames']} | {m['rss_peak_bytes'] / gib:.2f} | {m['rss_after_load_bytes'] / gib:.2f} | "
+              f"{(m['rss_peak_bytes'] - m['rss_after_load_bytes']) / gib:.2f} | {m['cuda_peak_bytes'] / gib:.2f} |"
+              for m in r["memory"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
