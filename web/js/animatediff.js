@@ -1,0 +1,326 @@
+// The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and a
+// warning on the motion-module and sampler nodes when a latent holds more frames than the motion module can
+// see at once. Only the public extension API and LiteGraph node methods are used, everything is
+// feature-detected, and drawing errors are caught: a front-end update may hide these aids, never break a graph.
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
+import { checkSettings, contextWindows, windowWeights } from "./context_schedule.js";
+
+const CONTEXT = "AnimateDiff_ContextWindows";
+const APPLY = "AnimateDiff_ApplyMotionModule";
+const SAMPLER = "AnimateDiff_Sampler";
+const LOAD = "AnimateDiff_LoadMotionModule";
+const TIMELINE_HEIGHT = 110;
+const MAX_PREVIEW_FRAMES = 4096; // ComfyUI's own batch_size limit
+
+const widgetValue = (node, name) => node?.widgets?.find((w) => w.name === name)?.value;
+const inputIndex = (node, name) => node?.inputs?.findIndex((i) => i.name === name) ?? -1;
+const isModelSlot = (slot) => slot?.type === "MODEL" || slot?.type === "*"; // "*": Reroute nodes
+const classOf = (node) => node?.comfyClass ?? node?.type;
+const isActive = (node) => node.mode !== 2 && node.mode !== 4; // LiteGraph's muted (NEVER) and BYPASS modes
+
+// Drawing runs every frame: report a failure once, not sixty times a second.
+const reported = new Set();
+function reportOnce(what, error) {
+  if (reported.has(what)) return;
+  reported.add(what);
+  console.warn(`AnimateDiff: ${what}`, error);
+}
+
+function inputNode(node, index) {
+  try {
+    return index >= 0 && typeof node.getInputNode === "function" ? node.getInputNode(index) : null;
+  } catch {
+    return null; // e.g. a node being removed from its graph
+  }
+}
+
+// The nodes a MODEL travels through on its way into `node` (nearest first), through any adapter nodes.
+function modelPathUp(node) {
+  const path = [], seen = new Set([node]);
+  let index = inputIndex(node, "model");
+  let current = node;
+  for (;;) {
+    const up = inputNode(current, index >= 0 ? index : current.inputs?.findIndex(isModelSlot) ?? -1);
+    if (!up || seen.has(up)) return path;
+    path.push(up);
+    seen.add(up);
+    current = up;
+    index = inputIndex(up, "model");
+  }
+}
+
+// The frame count reaching a sampler: the batch_size of the latent node upstream of its latent_image.
+function latentFrames(sampler) {
+  let node = inputNode(sampler, inputIndex(sampler, "latent_image"));
+  for (let hops = 0; node && hops < 32; hops++) {
+    const frames = widgetValue(node, "batch_size");
+    if (typeof frames === "number") return frames;
+    node = inputNode(node, node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*") ?? -1);
+  }
+  return null;
+}
+
+// Samplers (any node with model and latent_image inputs: KSampler, AnimateDiff_Sampler, …) that take the
+// MODEL coming out of `node`, however many model nodes lie between.
+function samplersDownstream(node) {
+  const found = [], seen = new Set([node]), todo = [node];
+  while (todo.length) {
+    const current = todo.pop();
+    (current.outputs ?? []).forEach((output, slot) => {
+      if (!isModelSlot(output) || typeof current.getOutputNodes !== "function") return;
+      for (const next of current.getOutputNodes(slot) ?? []) {
+        if (seen.has(next)) continue;
+        seen.add(next);
+        if (inputIndex(next, "latent_image") >= 0) found.push(next);
+        else todo.push(next);
+      }
+    });
+  }
+  return found;
+}
+
+// --- the motion module's positional table, asked once per file from nodes/routes.py ---
+const moduleInfo = new Map(); // file name → {max_frames, version} | "pending" | "unknown"
+
+function motionModuleInfo(name) {
+  if (typeof name !== "string" || !name) return null;
+  if (!moduleInfo.has(name)) {
+    moduleInfo.set(name, "pending");
+    api
+      .fetchApi(`/animatediff/motion_module_info?name=${encodeURIComponent(name)}`)
+      .then((response) => (response.ok ? response.json() : "unknown"))
+      .catch(() => "unknown")
+      .then((info) => {
+        moduleInfo.set(name, info);
+        // a file missing now may be added later (then ComfyUI's refresh lists it): ask again in a while
+        if (info === "unknown") setTimeout(() => moduleInfo.delete(name), 30_000);
+        app.graph?.setDirtyCanvas?.(true, true);
+      });
+  }
+  const info = moduleInfo.get(name);
+  return typeof info === "object" ? info : null;
+}
+
+function motionModuleName(apply) {
+  let node = inputNode(apply, inputIndex(apply, "motion_model"));
+  for (let hops = 0; node && hops < 16 && classOf(node) !== LOAD; hops++) node = inputNode(node, 0); // Reroutes
+  const widget = node?.widgets?.find((w) => w.name === "model_name");
+  const listed = widget?.options?.values;
+  // a name the server does not list (a workflow from another machine) has no table to ask for
+  return widget && (!Array.isArray(listed) || listed.includes(widget.value)) ? widget.value : null;
+}
+
+// The over-length warning of one sampler, or null: its frames exceed the table of the motion module on its
+// model path and no context windows are on that path (the run would stop with the same message).
+function samplerWarning(sampler) {
+  const path = modelPathUp(sampler);
+  const apply = path.find((n) => classOf(n) === APPLY && isActive(n));
+  if (!apply || path.some((n) => classOf(n) === CONTEXT && isActive(n))) return null;
+  const frames = latentFrames(sampler);
+  const info = motionModuleInfo(motionModuleName(apply));
+  if (!info || typeof frames !== "number" || frames <= info.max_frames) return null;
+  return {
+    apply,
+    text: `${frames} frames, but this ${info.version} motion module sees at most ${info.max_frames} at once: ` +
+      `add Context Windows (AnimateDiff) before the sampler, or use fewer frames.`,
+  };
+}
+
+function nodeWarning(node) {
+  if (classOf(node) === APPLY) {
+    const warnings = samplersDownstream(node).map(samplerWarning);
+    return warnings.find((w) => w?.apply === node)?.text ?? null;
+  }
+  return samplerWarning(node)?.text ?? null;
+}
+
+function wrapText(ctx, text, width) {
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const candidate = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(candidate).width > width) {
+      lines.push(line);
+      line = word;
+    } else line = candidate;
+  }
+  return line ? [...lines, line] : lines;
+}
+
+// Drawn just below the node, so it never covers its widgets.
+function drawWarning(ctx, node, text) {
+  if (node.flags?.collapsed) return;
+  const [width, height] = node.size;
+  ctx.save();
+  ctx.font = "12px sans-serif";
+  const lines = wrapText(ctx, `⚠ ${text}`, width - 16);
+  ctx.fillStyle = "#b3261e";
+  ctx.beginPath();
+  const boxHeight = lines.length * 16 + 8;
+  if (ctx.roundRect) ctx.roundRect(0, height + 6, width, boxHeight, 6);
+  else ctx.rect(0, height + 6, width, boxHeight);
+  ctx.fill();
+  ctx.fillStyle = "#ffffff";
+  ctx.textAlign = "left";
+  ctx.textBaseline = "top";
+  lines.forEach((line, i) => ctx.fillText(line, 8, height + 11 + i * 16));
+  ctx.restore();
+}
+
+// --- the context-window timeline ---
+function contextSettings(node) {
+  return {
+    length: widgetValue(node, "context_length") ?? 16,
+    overlap: widgetValue(node, "context_overlap") ?? 4,
+    schedule: widgetValue(node, "schedule") ?? "uniform_standard",
+    fuse: widgetValue(node, "fuse_method") ?? "pyramid",
+    stride: widgetValue(node, "context_stride") ?? 1,
+    closedLoop: !!widgetValue(node, "closed_loop"),
+  };
+}
+
+// What the timeline shows: the frames of a latent reaching this node's sampler if there is one, else the
+// preview_frames the user typed. Kept on the node (node.animatediff) for tests and other extensions.
+function computeTimeline(node) {
+  const s = contextSettings(node);
+  const fromLatent = samplersDownstream(node).map(latentFrames).find((f) => typeof f === "number");
+  const frames = Math.min(fromLatent ?? widgetValue(node, "preview_frames") ?? 64, MAX_PREVIEW_FRAMES);
+  const problem = checkSettings(s.length, s.overlap, s.stride, s.schedule);
+  if (problem || !(frames >= 1)) return { frames, fromLatent: fromLatent != null, problem: problem ?? "no frames" };
+  const windows = contextWindows(s.schedule, frames, s.length, s.overlap, s.stride, s.closedLoop, 0);
+  const weights = windowWeights(windows, frames, s.fuse, s.overlap);
+  return { frames, fromLatent: fromLatent != null, windows, weights, ...s };
+}
+
+const HUES = [205, 35, 140, 285, 0, 95];
+
+function drawTimeline(ctx, node, width, y) {
+  const t = computeTimeline(node);
+  node.animatediff = { ...node.animatediff, timeline: t };
+  const left = 15, right = width - 15, span = right - left, bottom = y + TIMELINE_HEIGHT - 4;
+  ctx.save();
+  ctx.fillStyle = "rgba(0,0,0,0.3)";
+  ctx.fillRect(left, y, span, TIMELINE_HEIGHT - 4);
+  ctx.font = "11px sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillStyle = t.problem ? "#ff8a65" : "#cccccc";
+  const source = t.fromLatent ? "from the latent" : "preview_frames";
+  ctx.fillText(t.problem ?? `${t.frames} frames (${source})`, left + 5, y + 4, span - 10);
+  if (!t.problem) {
+    ctx.textAlign = "right";
+    ctx.fillText(`${t.windows.length} window${t.windows.length === 1 ? "" : "s"}`, right - 5, y + 4);
+    // one row per window; a frame's bar height is its share in the fused result, so where windows
+    // overlap the bars show the crossfade
+    const top = y + 19, rowsHeight = bottom - 16 - top;
+    const shown = t.windows.slice(0, Math.floor(rowsHeight / 3));
+    const row = rowsHeight / shown.length, cell = span / t.frames;
+    shown.forEach((window, i) => {
+      const hue = HUES[i % HUES.length];
+      const base = top + (i + 1) * row;
+      ctx.fillStyle = `hsla(${hue}, 70%, 60%, 0.22)`;
+      window.forEach((f) => ctx.fillRect(left + f * cell, base - row + 1, Math.max(cell, 1), row - 1));
+      ctx.fillStyle = `hsl(${hue}, 75%, 58%)`;
+      window.forEach((f, p) => {
+        const h = (row - 1) * t.weights[i][p];
+        ctx.fillRect(left + f * cell, base - h, Math.max(cell, 1), h);
+      });
+    });
+    ctx.fillStyle = "#999999";
+    ctx.textBaseline = "bottom";
+    ctx.textAlign = "left";
+    ctx.fillText("0", left + 5, bottom - 2);
+    ctx.textAlign = "right";
+    ctx.fillText(String(t.frames - 1), right - 5, bottom - 2);
+    ctx.textAlign = "center";
+    const hidden = t.windows.length - shown.length;
+    const note = hidden > 0 ? `${hidden} more not shown`
+      : t.schedule.startsWith("uniform") ? "first step; windows shift every step" : t.schedule;
+    ctx.fillText(`${t.fuse} · ${note}`, left + span / 2, bottom - 2, span - 60);
+  }
+  ctx.restore();
+}
+
+function addTimeline(node) {
+  // Not part of the node's inputs: kept out of the prompt (options.serialize) and out of widgets_values
+  // (serialize), so workflows stay loadable without this extension. The value is kept in node.properties.
+  const frames = node.addWidget?.("number", "preview_frames", node.properties?.animatediff_preview_frames ?? 64,
+    (value) => {
+      node.properties = { ...node.properties, animatediff_preview_frames: value };
+      node.setDirtyCanvas?.(true, true);
+    },
+    { min: 1, max: MAX_PREVIEW_FRAMES, step: 10, step2: 1, precision: 0, round: 1, serialize: false });
+  if (frames) {
+    frames.serialize = false;
+    frames.tooltip = "Frames to draw the windows for when no Empty Latent Image reaches this model's sampler.";
+  }
+  node.addCustomWidget?.({
+    name: "animatediff_timeline",
+    type: "animatediff_timeline",
+    value: null,
+    serialize: false,
+    options: { serialize: false },
+    computeSize: (width) => [width ?? 300, TIMELINE_HEIGHT],
+    draw(ctx, drawnNode, width, y) {
+      try {
+        drawTimeline(ctx, drawnNode, width, y);
+      } catch (error) {
+        reportOnce("timeline not drawn", error);
+      }
+    },
+  });
+  // redraw at once when a context setting changes (a front-end may not redraw for programmatic changes)
+  for (const widget of node.widgets ?? []) {
+    const callback = widget.callback;
+    widget.callback = function (...args) {
+      const result = callback?.apply(this, args);
+      node.setDirtyCanvas?.(true, true);
+      return result;
+    };
+  }
+  fitContent(node);
+  // a saved workflow brings its own node size and properties: keep the timeline visible, restore the length
+  const onConfigure = node.onConfigure;
+  node.onConfigure = function (...args) {
+    const result = onConfigure?.apply(this, args);
+    const saved = this.properties?.animatediff_preview_frames;
+    if (frames && typeof saved === "number") frames.value = saved;
+    fitContent(this);
+    return result;
+  };
+}
+
+function fitContent(node) {
+  if (typeof node.computeSize !== "function" || !(node.size?.length >= 2)) return; // size may be a typed array
+  const [w, h] = node.computeSize();
+  const width = Math.max(node.size[0], w, 320), height = Math.max(node.size[1], h);
+  if (width !== node.size[0] || height !== node.size[1]) node.size = [width, height];
+}
+
+app.registerExtension({
+  name: "AnimateDiff.ComfyUI",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== APPLY && nodeData?.name !== SAMPLER) return;
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
+      const result = onDrawForeground?.apply(this, [ctx, ...rest]);
+      try {
+        const warning = nodeWarning(this);
+        this.animatediff = { ...this.animatediff, warning };
+        if (warning) drawWarning(ctx, this, warning);
+      } catch (error) {
+        reportOnce("frame-count check skipped", error);
+      }
+      return result;
+    };
+  },
+  nodeCreated(node) {
+    if (classOf(node) !== CONTEXT) return;
+    try {
+      addTimeline(node);
+    } catch (error) {
+      reportOnce("timeline not added", error);
+    }
+  },
+});
