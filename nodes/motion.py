@@ -42,7 +42,8 @@ class ApplyMotionModule:
                 "motion_model": ("MOTION_MODEL", {"tooltip": "From AnimateDiff_LoadMotionModule."}),
             },
             "optional": {
-                "motion_lora": ("MOTION_LORA", {"tooltip": "MotionLoRAs to add to the motion module."}),
+                "motion_lora": ("MOTION_LORA", {"tooltip": "MotionLoRAs (from AnimateDiff_MotionLoRA) to add to "
+                                "the motion module, e.g. a camera zoom or pan. Trained on v2 modules."}),
                 "motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
                     "Sharpness of the temporal attention: 1 is the original; above 1 frames attend more "
                     "selectively (often more motion), below 1 more evenly (calmer); 0 averages all frames."}),
@@ -55,4 +56,4 @@ class ApplyMotionModule:
 
     def apply(self, model, motion_model, motion_lora=None, motion_scale=1.0,
               beta_schedule=BetaSchedule.AUTOSELECT):
-        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule),)
+        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora),)

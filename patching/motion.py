@@ -24,6 +24,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from ..errors import AnimateDiffError
 from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
 from ..motion_module.layers import MotionModule
+from .lora import motion_lora_patcher
 
 KEY = "animatediff"
 
@@ -204,15 +205,17 @@ def with_beta_schedule(patcher, schedule: str):
     patcher.add_object_patch("model_sampling", type(current)(SimpleNamespace(sampling_settings=settings)))
 
 
-def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str):
-    """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples."""
+def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None):
+    """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples; a
+    MOTION_LORA stack goes onto a clone of the motion module's own patcher, merged while it is loaded."""
     unet = model.model.diffusion_model
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
+    motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
     patched = model.clone()
     patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(*_inject_eject(motion.model))])
     patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))
     patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale)}
-    patched.set_additional_models(KEY, [motion.patcher])
+    patched.set_additional_models(KEY, [motion_patcher])
     if motion.spec.version == MotionVersion.V1:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, track_video_frames)
     with_beta_schedule(patched, beta_schedule)

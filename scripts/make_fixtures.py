@@ -116,6 +116,51 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
     return sd
 
 
+def _lora_pair(key: str, out_features: int, in_features: int, rank: int, gen: torch.Generator, sd: dict) -> None:
+    """`<key>_lora.down.weight` (rank, in) and `<key>_lora.up.weight` (out, rank): the released files' layout.
+
+    Trained LoRAs move a layer by a fraction of its weight, so up@down is scaled to about a tenth of the
+    base weights' size (1/sqrt(in) per element): enough to change a sample, not enough to swamp it."""
+    sd[f"{key}_lora.down.weight"] = torch.randn(rank, in_features, generator=gen) / math.sqrt(in_features)
+    sd[f"{key}_lora.up.weight"] = torch.randn(out_features, rank, generator=gen) * (0.1 / math.sqrt(rank))
+
+
+def motion_lora_state_dict(channels=FULL_CHANNELS, rank=64, with_mid=True, seed=0,
+                           dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A MotionLoRA in the released v2_lora_* format (FORMATS.md §3): q/k/v/out of both temporal attention
+    blocks of every v2 module (21 with the mid block, 20 without)."""
+    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
+    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
+    if with_mid:
+        modules.append(("mid_block.motion_modules.0", channels[-1]))
+    gen = torch.Generator().manual_seed(1000 + seed)
+    sd = {}
+    for prefix, c in modules:
+        for a in range(2):
+            attention = f"{prefix}.temporal_transformer.transformer_blocks.0.attention_blocks.{a}.processor"
+            for projection in ("to_q", "to_k", "to_v", "to_out"):
+                _lora_pair(f"{attention}.{projection}", c, c, rank, gen, sd)
+    return {k: v.to(dtype) for k, v in sd.items()}
+
+
+def domain_adapter_state_dict(channels=FULL_CHANNELS, rank=128, text_dim=768, seed=0,
+                              dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A v3 domain adapter (FORMATS.md §2): q/k/v/out of attn1 and attn2 in all 16 spatial transformers of an
+    SD1.5 UNet, in diffusers naming. attn2's to_k/to_v read the text embedding (`text_dim` wide)."""
+    blocks = [(f"down_blocks.{i}.attentions.{j}", channels[i]) for i in range(3) for j in range(2)]
+    blocks.append(("mid_block.attentions.0", channels[-1]))
+    blocks += [(f"up_blocks.{i}.attentions.{j}", channels[3 - i]) for i in (1, 2, 3) for j in range(3)]
+    gen = torch.Generator().manual_seed(2000 + seed)
+    sd = {}
+    for prefix, c in blocks:
+        for attn in ("attn1", "attn2"):
+            processor = f"{prefix}.transformer_blocks.0.{attn}.processor"
+            for projection in ("to_q", "to_k", "to_v", "to_out"):
+                reads_text = attn == "attn2" and projection in ("to_k", "to_v")
+                _lora_pair(f"{processor}.{projection}", c, text_dim if reads_text else c, rank, gen, sd)
+    return {k: v.to(dtype) for k, v in sd.items()}
+
+
 def _import_comfy():
     if str(comfyui_path()) not in sys.path:
         sys.path.insert(0, str(comfyui_path()))
@@ -196,16 +241,28 @@ def fixture_jobs(small_only=False):
     with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
     jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3")]
     jobs.append(("small/mm_v2.ckpt", small("v2"), in_state_dict))
+    # MotionLoRAs and the domain adapter: small ones for the tiny UNet (fp32, low rank), full-size ones
+    # in the released ranks. "zoom" has mid-block weights like the released files; "pan" leaves them out, as
+    # a MotionLoRA made for a module without a mid block would.
+    jobs += [("small/motion_lora_zoom.safetensors",
+              lambda: motion_lora_state_dict(SMALL_CHANNELS, rank=8, seed=1, dtype=torch.float32), None),
+             ("small/motion_lora_pan.ckpt",
+              lambda: motion_lora_state_dict(SMALL_CHANNELS, rank=8, with_mid=False, seed=2, dtype=torch.float32), None),
+             ("small/v3_adapter.ckpt",
+              lambda: domain_adapter_state_dict(SMALL_CHANNELS, rank=16, dtype=torch.float32), None)]
     if not small_only:
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
+        jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
+                 ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),
+                 ("v3_adapter.ckpt", domain_adapter_state_dict, None)]
     return jobs
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small-only", action="store_true", help="only the tiny motion modules (seconds)")
+    parser.add_argument("--small-only", action="store_true", help="only the tiny models (seconds)")
     parser.add_argument("--check", action="store_true", help="load sd15_random.safetensors with ComfyUI")
     args = parser.parse_args(argv)
     root = fixtures_dir()
