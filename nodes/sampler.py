@@ -4,6 +4,7 @@ import comfy.utils
 import latent_preview
 import nodes as comfy_nodes
 
+from ..patching.context import context_settings
 from ..sampling.noise import NoiseType, shape_noise
 
 
@@ -19,13 +20,19 @@ class Sampler:
     def INPUT_TYPES(cls):
         inputs = comfy_nodes.KSampler.INPUT_TYPES()
         inputs["optional"] = {"noise_type": (NoiseType.ALL, {"default": NoiseType.DEFAULT, "tooltip":
-            "default: independent noise per frame, exactly the core KSampler's for the same seed."})}
+            "default: independent noise per frame, exactly the core KSampler's for the same seed. For long "
+            "animations in context windows: free_noise reuses the first window's noise, locally shuffled, "
+            "so windows stay alike (FreeNoise); repeated_context repeats the first context_length frames' "
+            "noise; constant gives every frame the first frame's noise."})}
         return inputs
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise=1.0, noise_type=NoiseType.DEFAULT):
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
-        noise = shape_noise(noise_type, comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index")))
+        # the windows the model samples in; without AnimateDiff_ContextWindows, that node's defaults
+        windows = context_settings(model.model_options) or {"context_length": 16, "context_overlap": 4}
+        noise = shape_noise(noise_type, comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index")),
+                            windows["context_length"], windows["context_overlap"], seed)
         samples = comfy.sample.sample(
             model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
             noise_mask=latent_image.get("noise_mask"), callback=latent_preview.prepare_callback(model, steps),

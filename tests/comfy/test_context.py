@@ -1,0 +1,308 @@
+"""Context windows inside a real in-process ComfyUI (tiny SD1.5-shaped UNet, CPU).
+
+What each window receives (conds, ControlNet hints, ad_params), equivalence with plain sampling, long
+videos past the motion module's table, noise types through AnimateDiff_Sampler, and peak memory.
+"""
+import comfy.cldm.cldm
+import comfy.controlnet
+import comfy.model_management
+import comfy.ops
+import comfy.patcher_extension
+import comfy.sample
+import comfy.samplers
+import nodes
+import pytest
+import torch
+from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from comfy_env import TINY_SD15, ksample, latent, random_fill, tiny_sd15, unet_state
+from animatediff.errors import AnimateDiffError
+from animatediff.nodes.context import ContextWindows
+from animatediff.nodes.sampler import Sampler
+from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
+from animatediff.sampling.context import windows
+from animatediff.sampling.noise import NoiseType
+
+WRAPPERS = comfy.patcher_extension.WrappersMP
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_sd15()
+
+
+@pytest.fixture(scope="module")
+def motion(fixtures_dir):
+    return {v: load_motion_model_file(fixtures_dir / "small" / f"mm_{v}.safetensors", f"mm_{v}.safetensors")
+            for v in ("v1", "v2")}
+
+
+def with_windows(model, length, overlap, schedule="static", fuse="pyramid", stride=1, closed_loop=False):
+    return ContextWindows().apply(model, length, overlap, schedule, fuse, stride, closed_loop)[0]
+
+
+def frame_prompts(frames):
+    """Prompt travel: one embedding per frame; every value of frame i's is (i + 1) / 256."""
+    return [[torch.arange(1, frames + 1, dtype=torch.float32).div(256).view(-1, 1, 1).expand(-1, 77, 768).clone(), {}]]
+
+
+def flat_prompt(value):
+    return [[torch.full((1, 77, 768), value), {}]]
+
+
+def tiny_controlnet(seed):
+    """A random SD1.5-format ControlNet (comfy.cldm) whose blocks match the tiny UNet's, as ComfyUI loads one."""
+    config = {k: v for k, v in TINY_SD15.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", operations=comfy.ops.disable_weight_init, **config)
+    random_fill(net, seed)
+    return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
+
+
+def hint_images(values, size=64):
+    """An IMAGE batch (b, h, w, 3): image b is filled with values[b]."""
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, size, size, 3).clone()
+
+
+def with_controlnet(positive, negative, net, values):
+    return nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, net, hint_images(values), 1.0, 0.0, 1.0)
+
+
+def control_chain(conditioning):
+    control, chain = conditioning[0][1]["control"], []
+    while control is not None:
+        chain.append(control)
+        control = control.previous_controlnet
+    return chain
+
+
+def probe(model, record):
+    """A clone whose every UNet call records the window it ran (ad_params), its batch order and its prompts."""
+    probed = model.clone()
+
+    def look(executor, x, *args, **kwargs):
+        context, transformer_options = args[1], args[4]
+        record.append({"kind": "unet", "ad_params": dict(transformer_options.get("ad_params") or {}),
+                       "order": list(transformer_options["cond_or_uncond"]), "frames": x.shape[0],
+                       "context": context[:, 0, 0].tolist()})
+        return executor(x, *args, **kwargs)
+    probed.add_wrapper_with_key(WRAPPERS.DIFFUSION_MODEL, "test-probe", look)
+    return probed
+
+
+def custom_advanced(model, positive, negative, frames, seed=1, steps=1, cfg=7.5):
+    """The core SamplerCustomAdvanced node with a CFGGuider, sampler and sigmas as its sibling nodes make them."""
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
+    out = SamplerCustomAdvanced.execute(Noise_RandomNoise(seed), guider, comfy.samplers.sampler_object("euler"),
+                                        sigmas, latent(frames))
+    return out.result[0]["samples"]
+
+
+def test_each_window_receives_exactly_its_frames_prompts_and_hints(base):
+    """Prompt travel plus three chained ControlNets: one hint per frame, one hint for all, 3 hints for 10
+    frames; looped windows, one of which wraps past the last frame."""
+    frames, length, overlap = 10, 4, 1
+    positive, negative = frame_prompts(frames), flat_prompt(-1.0)
+    per_frame, fewer = [(i + 1) / 64 for i in range(frames)], [0.5, 0.625, 0.75]
+    nets = {"per_frame": tiny_controlnet(1), "single": tiny_controlnet(2), "fewer": tiny_controlnet(3)}
+    positive, negative = with_controlnet(positive, negative, nets["per_frame"], per_frame)
+    positive, negative = with_controlnet(positive, negative, nets["single"], [0.875])
+    positive, negative = with_controlnet(positive, negative, nets["fewer"], fewer)
+    originals = [(c, c.cond_hint_original) for c in control_chain(positive)]
+    record = []
+
+    def look(name):
+        def hook(module, args, kwargs):
+            record.append({"kind": name, "hint": kwargs["hint"][:, 0, 0, 0].tolist(),
+                           "context": kwargs["context"][:, 0, 0].tolist()})
+        return hook
+    hooks = [net.control_model.register_forward_pre_hook(look(name), with_kwargs=True) for name, net in nets.items()]
+    model = probe(with_windows(base, length, overlap, "uniform_looped", closed_loop=True), record)
+    try:
+        ksample(model, frames=frames, steps=1, positive=positive, negative=negative)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    expected = windows("uniform_looped", frames, length, overlap, 1, True, 0)
+    assert [9, 0] in [w[j:j + 2] for w in expected for j in range(length - 1)]  # a window wraps
+    calls = [r for r in record if r["kind"] == "unet"]
+    assert [c["ad_params"]["sub_idxs"] for c in calls] == expected
+    assert all(c["ad_params"]["full_length"] == frames and c["ad_params"]["context_length"] == length for c in calls)
+    for i, call in enumerate(calls):
+        window, order = call["ad_params"]["sub_idxs"], call["order"]
+        assert call["frames"] == length * len(order)
+        prompts = [(f + 1) / 256 for f in window]
+        assert call["context"] == [v for o in order for v in (prompts if o == 0 else [-1.0] * length)]
+        controls = record[4 * i: 4 * i + 3]  # the chain runs deepest first: per_frame, single, fewer
+        assert [c["kind"] for c in controls] == ["per_frame", "single", "fewer"]
+        assert all(c["context"] == call["context"] for c in controls)
+        chunks = len(order)
+        assert controls[0]["hint"] == [per_frame[f] for f in window] * chunks
+        assert controls[1]["hint"] == [0.875]  # one hint stays one (the ControlNet broadcasts it)
+        assert controls[2]["hint"] == [fewer[f % 3] for f in window] * chunks
+    # every ControlNet holds its own hints again, as it was handed them
+    assert all(c.cond_hint_original is hints for c, hints in originals)
+
+
+def test_windows_of_independent_frames_give_the_unwindowed_result(base):
+    """Without a motion module frames do not interact, so windowing + fusing (weights summing to one) must
+    reproduce plain sampling: every frame got its own prompt and hint. Through SamplerCustomAdvanced."""
+    frames = 12
+    positive, negative = with_controlnet(frame_prompts(frames), flat_prompt(-0.5), tiny_controlnet(4),
+                                         [i / 12 for i in range(frames)])
+    plain = custom_advanced(base, positive, negative, frames)
+    record = []
+    for schedule, fuse, stride in (("uniform_standard", "pyramid", 2), ("uniform_looped", "overlap_linear", 1)):
+        model = probe(with_windows(base, 4, 1, schedule, fuse, stride, closed_loop=True), record)
+        windowed = custom_advanced(model, positive, negative, frames)
+        assert (windowed - plain).abs().max() <= 1e-5 * plain.abs().max()
+    assert record and all(r["frames"] <= 2 * 4 for r in record)
+    no_control = custom_advanced(base, frame_prompts(frames), flat_prompt(-0.5), frames)
+    assert (no_control - plain).abs().max() > 1e-2 * plain.abs().max()  # the hints really steer the result
+
+
+@pytest.mark.parametrize("length", [16, 24])
+def test_a_window_holding_every_frame_is_plain_sampling_bit_for_bit(base, motion, length):
+    animated = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    positive = frame_prompts(16)
+    assert torch.equal(ksample(with_windows(animated, length, 4, "uniform_standard"), positive=positive),
+                       ksample(animated, positive=positive))
+
+
+def test_64_frames_sample_in_windows_where_the_module_alone_refuses(base, motion):
+    animated = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    with pytest.raises(AnimateDiffError, match="64 frames > 32 this motion module supports"):
+        ksample(animated, frames=64, steps=1, cfg=1.0)
+    shapes, record = [], []
+    model = probe(with_windows(animated, 16, 4, "uniform_standard"), record)
+
+    def planned(executor, patcher, noise_shape, *args, **kwargs):
+        shapes.append(list(noise_shape))
+        return executor(patcher, noise_shape, *args, **kwargs)
+    model.add_wrapper_with_key(WRAPPERS.PREPARE_SAMPLING, "test-probe", planned)
+    (out,) = Sampler().sample(model, 1, 1, 7.5, "euler", "normal", flat_prompt(0.1), flat_prompt(-0.1), latent(64),
+                              noise_type=NoiseType.FREE_NOISE)
+    samples = out["samples"]
+    assert samples.shape == (64, 4, 8, 8) and bool(torch.isfinite(samples).all())
+    assert shapes == [[16, 4, 8, 8]]  # ComfyUI plans memory for one window, not 64 frames
+    assert {r["frames"] for r in record} == {32}  # 16 frames × (cond, uncond) per UNet call
+    assert [r["ad_params"]["sub_idxs"] for r in record] == windows("uniform_standard", 64, 16, 4)
+
+
+def motion_layers_left(model):
+    return sum(isinstance(m, MotionLayer) for m in model.model.diffusion_model.modules())
+
+
+def test_bad_settings_are_refused_with_the_input_named(base, motion):
+    node = ContextWindows()
+    for args, problem in [((16, 16), r"context_overlap \(16\) must be smaller than context_length \(16\)"),
+                          ((0, 0), "context_length must be at least 1"),
+                          ((16, -2), "context_overlap must be 0 or more")]:
+        with pytest.raises(AnimateDiffError, match=problem):
+            node.apply(base, *args, "static", "pyramid")
+    with pytest.raises(AnimateDiffError, match="context_stride must be at least 1"):
+        node.apply(base, 16, 4, "static", "pyramid", 0)
+    v1 = apply_motion_model(base, motion["v1"], 1.0, "autoselect")
+    with pytest.raises(AnimateDiffError, match="context_length=32 is more than the 24 frames"):
+        node.apply(v1, 32, 4, "static", "pyramid")
+
+
+def test_too_long_a_window_found_at_sampling_names_context_length_and_leaves_the_base_clean(base, motion):
+    """Context windows first, motion module second: the table is only known when sampling starts."""
+    weights = unet_state(base)
+    model = apply_motion_model(with_windows(base, 32, 4), motion["v1"], 1.0, "autoselect")
+    too_long = "context_length=32 is more than the 24 frames.*set context_length to 24"
+    with pytest.raises(AnimateDiffError, match=too_long):
+        ksample(model, frames=40, steps=1, cfg=1.0)
+    assert ksample(model, frames=20, steps=1, cfg=1.0).shape[0] == 20  # a 20-frame window fits
+    comfy.model_management.unload_all_models()
+    assert motion_layers_left(base) == 0
+    assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
+    assert base.get_wrappers(WRAPPERS.CALC_COND_BATCH, "animatediff_context") == []
+
+
+class NoiseSeen(Exception):
+    """Stops sampling once the noise it starts from is known."""
+
+
+def starting_noise(model, noise_type, frames=40, seed=5):
+    seen = model.clone()
+    record = []
+
+    def grab(executor, guider, sigmas, extra_args, callback, noise, *args, **kwargs):
+        record.append(noise.clone())
+        raise NoiseSeen
+    seen.add_wrapper_with_key(WRAPPERS.SAMPLER_SAMPLE, "test-noise", grab)
+    with pytest.raises(NoiseSeen):
+        Sampler().sample(seen, seed, 1, 1.0, "euler", "normal", flat_prompt(0.1), flat_prompt(0.0), latent(frames),
+                         noise_type=noise_type)
+    return record[0]
+
+
+def sources(noise, pool):
+    return [int((pool.flatten(1) == row).all(dim=1).nonzero()[0]) for row in noise.flatten(1)]
+
+
+def test_noise_types_follow_the_models_context_windows(base):
+    frames, seed = 40, 5
+    comfy_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
+    windowed = with_windows(base, 8, 2)
+    assert torch.equal(starting_noise(windowed, NoiseType.DEFAULT), comfy_noise)
+    assert sources(starting_noise(windowed, NoiseType.REPEATED_CONTEXT), comfy_noise) == [i % 8 for i in range(40)]
+    assert sources(starting_noise(base, NoiseType.REPEATED_CONTEXT), comfy_noise) == [i % 16 for i in range(40)]
+    assert sources(starting_noise(windowed, NoiseType.CONSTANT), comfy_noise) == [0] * 40
+    free = sources(starting_noise(windowed, NoiseType.FREE_NOISE), comfy_noise)
+    assert free[:8] == list(range(8)) and set(free) == set(range(8))
+    for start in range(8, 40, 6):  # each window hop (8 - 2) takes the noise one window earlier, shuffled
+        chunk = free[start:start + 6]
+        assert sorted(chunk) == sorted(free[start - 8:start - 8 + len(chunk)])
+    assert free[8:] != [i % 8 for i in range(8, 40)]
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of CPU tensor storages created while active and still alive (weights made before are not
+    counted). Exact for tensors, deterministic, cheap: the live set is re-counted only when its upper bound
+    (every storage seen since the last count) passes the peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.upper, self.peak = {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                known = self.live.get(storage.data_ptr())
+                if known is None or known[0].expired():
+                    self.live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+                    self.upper += storage.nbytes()
+        if self.upper > self.peak:
+            self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
+            self.upper = sum(n for _, n in self.live.values())
+            self.peak = max(self.peak, self.upper)
+        return out
+
+
+def peak_mb(model, frames):
+    with PeakTensorMemory() as memory:
+        ksample(model, frames=frames, steps=1)
+    return round(memory.peak / 2 ** 20, 1)
+
+
+def test_peak_memory_of_a_step_depends_on_context_length_not_frames(base, motion):
+    """Peak tensor memory of one sampling step (cfg 7.5, 8×8 latent): v2 module with context_length 16
+    for 16, 64 and 128 frames, against the image UNet without windows."""
+    windowed = with_windows(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), 16, 4, "uniform_standard")
+    ksample(windowed, frames=2, steps=1)  # first-call set-up is not what is measured
+    with_ = {frames: peak_mb(windowed, frames) for frames in (16, 64, 128)}
+    without = {frames: peak_mb(base, frames) for frames in (16, 128)}
+    print(f"\npeak tensor MB of a step, v2 + context_length 16: {with_}; image UNet without windows: {without}")
+    assert without[128] > 3 * without[16]  # without windows the step's memory grows with the frames
+    assert with_[64] <= 1.10 * with_[16] and with_[128] <= 1.10 * with_[16]  # with them it stays flat
