@@ -39,7 +39,7 @@ class ComfyServer:
     def __enter__(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="animatediff-server-")
         root = Path(self._tmp.name)
-        self.output_dir = root / "output"
+        self.output_dir, self.input_dir = root / "output", root / "input"
         yaml_lines = ["animatediff_server:", f"    base_path: {root / 'models'}"]
         for folder, files in self.models.items():
             (root / "models" / folder).mkdir(parents=True)

@@ -205,6 +205,20 @@ def sd15_checkpoint_state_dict(seed=0, dtype=torch.float16) -> dict[str, torch.T
     return sd
 
 
+def sd15_controlnet_state_dict(seed=0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A full-size random SD1.5 ControlNet in the original format (control_v11p_sd15_*: `control_model.*`)."""
+    _import_comfy()
+    import comfy.ops
+    from comfy.cldm.cldm import ControlNet
+
+    config = {k: v for k, v in SD15_UNET.items() if k not in ("out_channels", "transformer_depth_output")}
+    with torch.device("meta"):
+        net = ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config)
+    gen = torch.Generator().manual_seed(seed)
+    return {"control_model." + name: random_tensor(name, tuple(t.shape), gen).to(dtype)
+            for name, t in net.state_dict().items()}
+
+
 def check_sd15(path) -> None:
     """Loads `path` the way CheckpointLoaderSimple does and checks that it is SD1.5 and gives finite outputs."""
     _import_comfy()
@@ -256,7 +270,8 @@ def fixture_jobs(small_only=False):
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),
-                 ("v3_adapter.ckpt", domain_adapter_state_dict, None)]
+                 ("v3_adapter.ckpt", domain_adapter_state_dict, None),
+                 ("controlnet_sd15_random.safetensors", sd15_controlnet_state_dict, None)]
     return jobs
 
 

@@ -43,6 +43,10 @@ def server(fixtures_dir, hostile_files):
             "notes.ckpt": hostile / "notes.ckpt",
             "a_checkpoint.safetensors": fixtures_dir / "sd15_random.safetensors",
         },
+        "animatediff_motion_lora": {"motion_lora_zoom.safetensors": fixtures_dir / "motion_lora_zoom.safetensors",
+                                    "motion_lora_pan.ckpt": fixtures_dir / "motion_lora_pan.ckpt"},
+        "animatediff_adapters": {"v3_adapter.ckpt": fixtures_dir / "v3_adapter.ckpt"},
+        "controlnet": {"controlnet_sd15_random.safetensors": fixtures_dir / "controlnet_sd15_random.safetensors"},
     }
     with ComfyServer(comfyui_path(), models) as running:
         yield running

@@ -30,20 +30,34 @@ def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
                    if len(spec) > 1)
 
 
-def small_txt2vid(server, frames=16, size=64, steps=2, motion="mm_v2.safetensors"):
-    """The shipped example workflow, converted from its UI form, at a CPU-friendly size."""
-    prompt = ui_to_api(json.loads((WORKFLOWS / "txt2vid.json").read_text()), server.get("/object_info"))
+FIXTURE_NAMES = {  # widget -> the fixture file the test server has in place of the real model
+    "ckpt_name": "sd15_random.safetensors", "adapter_name": "v3_adapter.ckpt",
+    "control_net_name": "controlnet_sd15_random.safetensors",
+}
+
+
+def small_workflow(server, name, frames=16, size=64, steps=2, motion="mm_v2.safetensors"):
+    """A shipped example workflow, converted from its UI form, with fixture files and a CPU-friendly size."""
+    prompt = ui_to_api(json.loads((WORKFLOWS / name).read_text()), server.get("/object_info"))
+    loras = iter(["motion_lora_zoom.safetensors", "motion_lora_pan.ckpt"])
     for node in prompt.values():
         inputs = node["inputs"]
-        if node["class_type"] == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = "sd15_random.safetensors"
+        inputs.update({k: v for k, v in FIXTURE_NAMES.items() if k in inputs})
         if node["class_type"] == "AnimateDiff_LoadMotionModule":
             inputs["model_name"] = motion
+        if node["class_type"] == "AnimateDiff_MotionLoRA":
+            inputs["lora_name"] = next(loras)
         if node["class_type"] == "EmptyLatentImage":
             inputs.update(width=size, height=size, batch_size=frames)
+        if node["class_type"] == "AnimateDiff_PromptSchedule":
+            inputs["frames"] = frames
         if "steps" in inputs:
             inputs["steps"] = steps
     return prompt
+
+
+def small_txt2vid(server, **kwargs):
+    return small_workflow(server, "txt2vid.json", **kwargs)
 
 
 def saved_frames(server, entry):
@@ -56,6 +70,15 @@ def test_example_workflow_makes_a_16_frame_animation(server):
     entry = server.run(small_txt2vid(server))
     assert execution_error(entry) is None, execution_error(entry)
     assert saved_frames(server, entry) == 16
+
+
+def test_motionlora_stack_example_with_two_loras_and_the_adapter(server):
+    prompt = small_workflow(server, "motionlora_stack.json", frames=8, size=32, steps=1)
+    kinds = [n["class_type"] for n in prompt.values()]
+    assert kinds.count("AnimateDiff_MotionLoRA") == 2 and "AnimateDiff_DomainAdapter" in kinds
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 8
 
 
 @pytest.mark.parametrize("motion,sampler", [("mm_v1.ckpt", "KSampler"), ("mm_v3.ckpt", "KSampler")])
@@ -115,3 +138,37 @@ def test_sampler_custom_advanced_animates_too(server):
     entry = server.run(prompt)
     assert execution_error(entry) is None, execution_error(entry)
     assert saved_frames(server, entry) == 6
+
+
+def write_video(path, frames, size=32):
+    """An mp4 whose frame k is a flat grey of level 4k: a stand-in for a pose or depth video."""
+    import av
+    import numpy as np
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for k in range(frames):
+            image = np.full((size, size, 3), (4 * k) % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_long_example_makes_64_frames_in_context_windows(server):
+    prompt = small_workflow(server, "txt2vid_long.json", frames=64, size=32, steps=1)
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert {"AnimateDiff_ContextWindows", "AnimateDiff_PromptSchedule"} <= kinds
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 64
+
+
+def test_controlnet_video_example_makes_64_frames(server):
+    write_video(server.input_dir / "pose_video.mp4", 64)
+    prompt = small_workflow(server, "controlnet_video.json", frames=64, size=32, steps=1)
+    next(n for n in prompt.values() if n["class_type"] == "LoadVideo")["inputs"]["file"] = "pose_video.mp4"
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 64
