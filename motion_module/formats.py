@@ -1,5 +1,4 @@
 """Reading motion-module files and telling their kind and version from the keys alone (FORMATS.md §1)."""
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -38,13 +37,14 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
                 raise ModelFileError(path, "is truncated or damaged.", "Download it again.")
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-        except pickle.UnpicklingError as e:
-            if "Weights only load failed" not in str(e):
-                raise ModelFileError(path, f"is not a PyTorch checkpoint ({e}).") from e
-            raise ModelFileError(path, "holds Python objects other than tensors, and loading it could run "
-                                 "code, so it was refused.", "Use a .safetensors copy of this model.") from e
-        except Exception as e:  # the unpickler fails on foreign bytes with KeyError, EOFError, ...
-            raise ModelFileError(path, f"is not a PyTorch checkpoint ({type(e).__name__}: {e}).",
+        except Exception as e:  # the safe unpickler fails on foreign bytes with KeyError, EOFError, ...
+            reason = next((line for line in str(e).splitlines() if "unsupported" in line.lower()),
+                          str(e).split("\n")[0])
+            if "unsupported global" in reason.lower():  # the pickle names a function or class to call
+                raise ModelFileError(path, "holds Python objects other than tensors, and loading it could run "
+                                     "code, so it was refused.", "Use a .safetensors copy of this model.") from e
+            raise ModelFileError(path, f"is not a PyTorch checkpoint that can be read safely ({type(e).__name__}: "
+                                 f"{reason.strip()}); nothing in it was run.",
                                  "Download it again, or use the .safetensors version of the model.") from e
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]
