@@ -1,14 +1,30 @@
+from .context import ContextWindows
+from .lora import DomainAdapter, MotionLoRA
 from .motion import ApplyMotionModule, LoadMotionModule
+from .prompt import PromptSchedule
 from .sampler import Sampler
+from .training import CameraAugment, TrainMotionLoRA
 
 NODE_CLASS_MAPPINGS = {
     "AnimateDiff_LoadMotionModule": LoadMotionModule,
     "AnimateDiff_ApplyMotionModule": ApplyMotionModule,
+    "AnimateDiff_MotionLoRA": MotionLoRA,
+    "AnimateDiff_DomainAdapter": DomainAdapter,
+    "AnimateDiff_ContextWindows": ContextWindows,
+    "AnimateDiff_PromptSchedule": PromptSchedule,
     "AnimateDiff_Sampler": Sampler,
+    "AnimateDiff_TrainMotionLoRA": TrainMotionLoRA,
+    "AnimateDiff_CameraAugment": CameraAugment,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_LoadMotionModule": "Load Motion Module (AnimateDiff)",
     "AnimateDiff_ApplyMotionModule": "Apply Motion Module (AnimateDiff)",
+    "AnimateDiff_MotionLoRA": "MotionLoRA (AnimateDiff)",
+    "AnimateDiff_DomainAdapter": "Domain Adapter (AnimateDiff)",
+    "AnimateDiff_ContextWindows": "Context Windows (AnimateDiff)",
+    "AnimateDiff_PromptSchedule": "Prompt Schedule (AnimateDiff)",
     "AnimateDiff_Sampler": "Sampler (AnimateDiff)",
+    "AnimateDiff_TrainMotionLoRA": "Train MotionLoRA (AnimateDiff)",
+    "AnimateDiff_CameraAugment": "Camera Augment (AnimateDiff)",
 }

@@ -1,0 +1,93 @@
+"""ComfyUI side of MotionLoRA training: the animating UNet as an ε-model, frozen, and the VAE encoding.
+
+The UNet is the user's model with the motion module put in by apply_motion_model (the same injection as
+sampling), loaded by ComfyUI's memory manager. Its raw `diffusion_model` output is ε for an ε-prediction
+SD1.5 model, called with integer timesteps, so no sampler code is involved.
+"""
+import contextlib
+
+import comfy.model_management
+import comfy.patcher_extension
+import torch
+
+from ..errors import AnimateDiffError
+from ..lora.training import MotionLoRAWeights, fit_square, split_clips, temporal_attention_layers, train
+from .motion import BetaSchedule, apply_motion_model
+
+
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """No gradients for any weight of `modules` while inside; all of them put back as they were after.
+
+    ComfyUI runs nodes under torch.inference_mode, so weights loaded by a node are inference tensors, which
+    autograd refuses to save for backward (it needs W to reach the LoRA through x). Those are swapped for
+    plain copies while inside: it costs one extra copy of the UNet and motion module for the duration of
+    training, and the originals (the very same tensor objects) are put back in the `finally`."""
+    saved = []
+    try:
+        for module in modules:
+            for sub in module.modules():
+                for store in (sub._parameters, sub._buffers):
+                    for name, tensor in list(store.items()):
+                        if tensor is None:
+                            continue
+                        saved.append((store, name, tensor, tensor.requires_grad))
+                        if tensor.is_inference():
+                            copy = tensor.detach().clone()
+                            store[name] = torch.nn.Parameter(copy, False) if name in sub._parameters else copy
+                        else:
+                            tensor.requires_grad_(False)
+        yield
+    finally:
+        for store, name, tensor, requires_grad in reversed(saved):
+            store[name] = tensor
+            if not tensor.is_inference():
+                tensor.requires_grad_(requires_grad)
+
+
+def encode_clips(vae, model, images: torch.Tensor, frames: int, resolution: int) -> list[torch.Tensor]:
+    """IMAGE batch -> model-space latents (f, 4, r/8, r/8) per clip of `frames` consecutive images."""
+    if resolution % 8:
+        raise AnimateDiffError(f"resolution {resolution} is not a multiple of 8; the VAE works in 8-pixel cells.")
+    clips = split_clips(images, frames)
+    if not clips:
+        raise AnimateDiffError(f"reference_frames holds {images.shape[0]} images, fewer than frames={frames}: "
+                               "give at least one clip of `frames` images (or lower frames).")
+    # The VAE returns its raw latent; the UNet works on process_latent_in's (SD1.5: × 0.18215).
+    return [model.model.process_latent_in(vae.encode(fit_square(clip, resolution)).float()) for clip in clips]
+
+
+def eps_model_of(patched, context: torch.Tensor):
+    """ε̂(x_t, t) with the loaded, patched UNet, for one video (batch = frames) on the positive prompt."""
+    unet = patched.model.diffusion_model
+    dtype = patched.model.get_dtype()
+    options = dict(patched.model_options["transformer_options"])
+    # What ComfyUI's sampler adds before each UNet call: the patcher's wrappers, and which chunk is cond.
+    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(patched.wrappers)
+    options["cond_or_uncond"] = [0]
+
+    def eps(x_t, timesteps):
+        c = context.to(x_t.device, dtype).expand(x_t.shape[0], -1, -1)
+        return unet(x_t.to(dtype), timesteps, context=c, transformer_options=options)
+    return eps
+
+
+def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: int, steps: int,
+                      learning_rate: float, seed: int, on_step=None):
+    """Trains a MotionLoRA of `rank` on `motion`'s temporal attention inside `model`; returns
+    (MotionLoRAWeights, losses). `model` and `motion` are left bit-identical."""
+    frames = clips[0].shape[0]
+    if frames > motion.model.spec.max_frames:
+        raise AnimateDiffError(f"frames={frames} > {motion.model.spec.max_frames}, the most this motion module "
+                               "handles in one window: lower frames.")
+    patched = apply_motion_model(model, motion, 1.0, BetaSchedule.ANIMATEDIFF_LINEAR)
+    comfy.model_management.load_models_gpu([patched])  # injects the motion layers; loads the module too
+    device = patched.load_device
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode(False), torch.enable_grad():
+        weights = MotionLoRAWeights(temporal_attention_layers(motion.model), rank, generator).to(device)
+        clips = [c.detach().clone().to(device) for c in clips]  # plain tensors, not inference ones
+        context = positive[0][0].detach().clone()
+        with frozen(patched.model.diffusion_model, motion.model), weights.attached():
+            losses = train(eps_model_of(patched, context), clips, weights, steps, learning_rate, seed, on_step)
+    return weights, losses

@@ -1,0 +1,255 @@
+"""MotionLoRA training inside a real in-process ComfyUI (CPU, tiny SD1.5 UNet, small v2 motion module).
+
+Everything a node gets is made under torch.inference_mode, as ComfyUI's executor does, so the weights are
+inference tensors exactly as in a real graph. The VAE is ComfyUI's own `comfy.sd.VAE` around a randomly
+initialised TAESD (4 latent channels, 8× downscale, like SD1.5's VAE, but small).
+"""
+import json
+import os
+from pathlib import Path
+
+import comfy.model_management
+import comfy.sd
+import comfy.taesd.taesd
+import folder_paths
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+
+from comfy_env import conditioning, ksample, random_fill, tiny_sd15, unet_state
+from animatediff.errors import AnimateDiffError
+from animatediff.lora.augment import CameraMotion
+from animatediff.lora.training import temporal_attention_layers
+from animatediff.nodes.folders import MOTION_LORAS, register_model_folders
+from animatediff.nodes.lora import MotionLoRA
+from animatediff.nodes.motion import LoadMotionModule
+from animatediff.nodes.training import CameraAugment, TrainMotionLoRA
+from animatediff.patching.motion import apply_motion_model, load_motion_model_file
+from animatediff.patching.training import encode_clips, train_motion_lora
+from comfy_server import ui_to_api
+from make_fixtures import motion_lora_state_dict
+
+SMALL = (32, 64, 128, 128)
+FRAMES = 4
+RESOLUTION = 64  # 8×8 latents
+
+
+def tiny_vae():
+    taesd = comfy.taesd.taesd.TAESD()
+    random_fill(taesd, 7)
+    return comfy.sd.VAE(sd=taesd.state_dict())
+
+
+def still_image():
+    """A smooth random picture (1, 64, 64, 3) in [0, 1]: blobs a zoom visibly scales."""
+    g = torch.Generator().manual_seed(3)
+    coarse = torch.rand(1, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bicubic").clamp(0, 1).movedim(1, -1)
+
+
+def motion_state(motion):
+    return {k: v.detach().clone() for k, v in motion.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def setup(fixtures_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("animatediff_motion_lora")
+    register_model_folders()
+    folder_paths.add_model_folder_path(MOTION_LORAS, str(folder), is_default=True)
+    with torch.inference_mode():
+        base = tiny_sd15()
+        motion = load_motion_model_file(fixtures_dir / "small" / "mm_v2.safetensors", "mm_v2.safetensors")
+        vae = tiny_vae()
+        (clip,) = CameraAugment().augment(still_image(), CameraMotion.ZOOM_IN, FRAMES, 0.5, RESOLUTION, RESOLUTION)
+    yield {"base": base, "motion": motion, "vae": vae, "clip": clip, "folder": folder}
+    folder_paths.folder_names_and_paths[MOTION_LORAS][0].remove(str(folder))
+
+
+@pytest.fixture(scope="module")
+def core(setup):
+    """30 steps on one zoom-in clip, through the ComfyUI glue without the node around it."""
+    base, motion = setup["base"], setup["motion"]
+    before = (unet_state(base), motion_state(motion))
+    sample_before = ksample(base, frames=FRAMES, steps=2)
+    with torch.inference_mode():
+        clips = encode_clips(setup["vae"], base, setup["clip"], FRAMES, RESOLUTION)
+        weights, losses = train_motion_lora(base, motion, clips, conditioning(21), rank=4, steps=30,
+                                            learning_rate=5e-3, seed=0)
+    return {"before": before, "sample_before": sample_before, "weights": weights, "losses": losses, "clips": clips}
+
+
+def test_training_loss_decreases(core):
+    losses = core["losses"]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    print(f"loss: first 10 % {first:.4f}, last 10 % {last:.4f}")
+    assert core["clips"][0].shape == (FRAMES, 4, 8, 8)
+    assert last < 0.9 * first, (first, last)
+
+
+def test_frozen_weights_are_bit_identical_and_untouched(core, setup):
+    base, motion = setup["base"], setup["motion"]
+    unet_before, motion_before = core["before"]
+    for before, after in ((unet_before, unet_state(base)), (motion_before, motion_state(motion))):
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    # no gradients were kept, the original (inference) tensors are back, and the hooks are gone
+    for module in (base.model.diffusion_model, motion.model):
+        assert all(p.grad is None for p in module.parameters())
+        assert all(p.is_inference() for p in module.parameters())
+    assert all(not linear._forward_hooks for linear in temporal_attention_layers(motion.model).values())
+    # the plain model still samples exactly as before (the motion layers ComfyUI injected for training are out)
+    assert torch.equal(ksample(base, frames=FRAMES, steps=2), core["sample_before"])
+    # the LoRA itself did learn (up starts at zero)
+    assert max(up.abs().max().item() for up in core["weights"].up) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def node_run(setup):
+    base, motion = setup["base"], setup["motion"]
+    with torch.inference_mode():
+        stack, curve = TrainMotionLoRA().train(base, motion, setup["vae"], setup["clip"], conditioning(21), rank=4,
+                                               steps=4, learning_rate=5e-3, frames=FRAMES, resolution=RESOLUTION,
+                                               seed=1, save_name="zoom_trained")
+    return {"stack": stack, "curve": curve, "path": setup["folder"] / "zoom_trained.safetensors"}
+
+
+def test_saved_file_has_the_released_key_format(node_run):
+    saved = safetensors.torch.load_file(str(node_run["path"]))
+    released = motion_lora_state_dict(SMALL, rank=4, dtype=torch.float32)
+    assert saved.keys() == released.keys()
+    assert all(saved[k].shape == released[k].shape and saved[k].dtype == torch.float32 for k in saved)
+    assert not os.path.exists(str(node_run["path"]) + ".partial")
+    with safetensors.safe_open(str(node_run["path"]), "pt") as f:
+        assert "steps=4 rank=4" in f.metadata()["animatediff_trained"]
+
+
+def test_output_stack_is_what_the_motion_lora_node_loads(node_run):
+    (entry,) = node_run["stack"]
+    assert (entry.name, entry.path, entry.strength) == ("zoom_trained.safetensors", str(node_run["path"]), 1.0)
+    assert "zoom_trained.safetensors" in folder_paths.get_filename_list(MOTION_LORAS)
+    assert MotionLoRA().add("zoom_trained.safetensors", 1.0) == (node_run["stack"],)
+
+
+def test_trained_lora_changes_the_sample_and_merges_its_delta(node_run, setup):
+    base, motion = setup["base"], setup["motion"]
+    plain = ksample(apply_motion_model(base, motion, 1.0, "autoselect"), frames=FRAMES, steps=2)
+    with_lora_model = apply_motion_model(base, motion, 1.0, "autoselect", node_run["stack"])
+    with_lora = ksample(with_lora_model, frames=FRAMES, steps=2)
+    change = ((with_lora - plain).abs().mean() / plain.abs().mean()).item()
+    print(f"mean |sample with LoRA - without| / mean |without| = {change:.4g}")
+    assert change > 0.01  # a LoRA with no effect would give exactly 0
+    # round trip: the motion module's patcher merges W + up @ down from the saved file
+    saved = safetensors.torch.load_file(str(node_run["path"]))
+    layer = "up_blocks.3.motion_modules.2.temporal_transformer.transformer_blocks.0.attention_blocks.1.processor.to_out"
+    weight_key = layer.replace(".processor.to_out", ".to_out.0.weight")
+    comfy.model_management.load_models_gpu([with_lora_model])  # loads (and patches) the motion module too
+    merged = motion.model.state_dict()[weight_key].clone()
+    comfy.model_management.unload_all_models()
+    delta = saved[f"{layer}_lora.up.weight"] @ saved[f"{layer}_lora.down.weight"]
+    expected = motion.model.state_dict()[weight_key] + delta
+    assert delta.abs().max() > 1e-3
+    torch.testing.assert_close(merged, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_loss_curve_is_an_image(node_run):
+    curve = node_run["curve"]
+    assert curve.shape == (1, 256, 512, 3) and curve.dtype == torch.float32
+    assert 0 <= curve.min() and curve.max() <= 1
+    blue = (curve[0, ..., 2] > 0.6) & (curve[0, ..., 0] < 0.3)
+    assert blue.sum() > 100  # the moving-average line is drawn
+
+
+def test_interrupt_saves_nothing_and_restores_everything(setup):
+    base, motion = setup["base"], setup["motion"]
+    path = setup["folder"] / "interrupted.safetensors"
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.model_management.InterruptProcessingException):
+            TrainMotionLoRA().train(base, motion, setup["vae"], setup["clip"], conditioning(21), rank=2, steps=50,
+                                    learning_rate=1e-3, frames=FRAMES, resolution=RESOLUTION, seed=0,
+                                    save_name="interrupted")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert not path.exists() and not (setup["folder"] / "interrupted.safetensors.partial").exists()
+    assert all(not linear._forward_hooks for linear in temporal_attention_layers(motion.model).values())
+    assert all(p.is_inference() for p in base.model.diffusion_model.parameters())
+
+
+def test_bad_inputs_are_explained(setup):
+    with torch.inference_mode():
+        with pytest.raises(AnimateDiffError, match="fewer than frames"):
+            encode_clips(setup["vae"], setup["base"], setup["clip"][:2], FRAMES, RESOLUTION)
+        with pytest.raises(AnimateDiffError, match="save_name"):
+            TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], setup["clip"], conditioning(21),
+                                    rank=2, steps=1, learning_rate=1e-3, frames=FRAMES, resolution=RESOLUTION,
+                                    seed=0, save_name="../escape")
+
+
+def object_info():
+    """The parts of /object_info that ui_to_api reads, from the node classes themselves."""
+    import nodes as comfy_nodes
+    mappings = {**comfy_nodes.NODE_CLASS_MAPPINGS, "AnimateDiff_CameraAugment": CameraAugment,
+                "AnimateDiff_TrainMotionLoRA": TrainMotionLoRA, "AnimateDiff_LoadMotionModule": LoadMotionModule}
+    info = {}
+    for name, cls in mappings.items():
+        types = cls.INPUT_TYPES()
+        info[name] = {"input": types, "input_order": {k: list(v) for k, v in types.items() if k != "hidden"}}
+    return info
+
+
+def test_example_workflow_converts_to_the_expected_graph():
+    workflow = json.loads((Path(__file__).resolve().parents[2] / "example_workflows" / "train_motionlora.json")
+                          .read_text())
+    prompt = ui_to_api(workflow, object_info())
+    kinds = {node_id: node["class_type"] for node_id, node in prompt.items()}
+    train = next(node["inputs"] for node in prompt.values() if node["class_type"] == "AnimateDiff_TrainMotionLoRA")
+    source = lambda name: kinds[train[name][0]]  # noqa: E731
+    assert (source("model"), source("vae"), source("motion_model"), source("positive"), source("reference_frames")) \
+        == ("CheckpointLoaderSimple", "CheckpointLoaderSimple", "AnimateDiff_LoadMotionModule", "CLIPTextEncode",
+            "AnimateDiff_CameraAugment")
+    assert {k: v for k, v in train.items() if not isinstance(v, list)} == {
+        "rank": 64, "steps": 500, "learning_rate": 1e-4, "frames": 16, "resolution": 256, "seed": 0,
+        "save_name": "my_motion_lora"}
+    augment = next(node["inputs"] for node in prompt.values() if node["class_type"] == "AnimateDiff_CameraAugment")
+    assert kinds[augment["image"][0]] == "LoadImage"
+    assert {k: v for k, v in augment.items() if k != "image"} == {"motion": "zoom_in", "frames": 16, "speed": 0.25,
+                                                                  "width": 512, "height": 512}
+    previews = [node["inputs"]["images"] for node in prompt.values() if node["class_type"] == "PreviewImage"]
+    assert sorted((kinds[src], slot) for src, slot in previews) == [("AnimateDiff_CameraAugment", 0),
+                                                                    ("AnimateDiff_TrainMotionLoRA", 1)]
+    assert any(n["type"] == "Note" for n in workflow["nodes"])
+
+
+def test_nodes_describe_every_input():
+    for cls in (CameraAugment, TrainMotionLoRA):
+        assert cls.DESCRIPTION and cls.CATEGORY == "AnimateDiff"
+        assert all(spec[1].get("tooltip") for spec in cls.INPUT_TYPES()["required"].values())
+    defaults = {k: v[1].get("default") for k, v in TrainMotionLoRA.INPUT_TYPES()["required"].items()}
+    assert defaults == {"model": None, "motion_model": None, "vae": None, "reference_frames": None, "positive": None,
+                        "rank": 64, "steps": 500, "learning_rate": 1e-4, "frames": 16, "resolution": 256, "seed": 0,
+                        "save_name": "my_motion_lora"}
+
+
+def test_lora_hooks_add_exactly_up_down_and_the_schedule_is_the_motion_modules(setup):
+    from comfy.ldm.modules.diffusionmodules.util import make_beta_schedule
+
+    from animatediff.lora.training import MotionLoRAWeights, alphas_cumprod
+    # ComfyUI's own "sqrt_linear" (diffusers "linear") schedule, 0.00085 → 0.012, is the one trained with
+    expected = torch.cumprod(1 - torch.as_tensor(make_beta_schedule("sqrt_linear", 1000, 0.00085, 0.012)), 0)
+    torch.testing.assert_close(alphas_cumprod(), expected.double(), atol=1e-12, rtol=0)
+    layers = temporal_attention_layers(setup["motion"].model)
+    assert len(layers) == 21 * 2 * 4
+    weights = MotionLoRAWeights(layers, rank=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for up in weights.up:
+            up.normal_()
+    name = "mid_block.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.to_out"
+    linear, index = layers[name], weights.names.index(name)
+    x = torch.randn(5, linear.in_features)
+    with torch.no_grad():
+        plain = linear(x)
+        with weights.attached():
+            hooked = linear(x)
+        assert torch.equal(linear(x), plain)  # the hook is gone again
+    torch.testing.assert_close(hooked, plain + x @ (weights.up[index] @ weights.down[index]).T, atol=1e-5, rtol=1e-5)
