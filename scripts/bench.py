@@ -174,11 +174,8 @@ def peak_memory_child(frames, context_length, latent):
     base = load_unet()
     motion = load_motion_model_file(fixtures_dir() / "mm_v2.safetensors", "mm_v2")
     model = apply_motion_model(base, motion, 1.0, "autoselect")
-    try:
-        from animatediff.patching.context import ContextOptions, with_context_windows
-        model = with_context_windows(model, ContextOptions(context_length=context_length))
-    except ImportError:
-        pass
+    from animatediff.patching.context import apply_context_windows
+    model = apply_context_windows(model, context_length, 4, "uniform_standard", "pyramid")
     import comfy.model_management
     comfy.model_management.load_models_gpu([model])
     if torch.cuda.is_available():
@@ -224,9 +221,12 @@ def main(argv=None):
     report = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "frames": frames, "overhead": [], "memory": []}
     base = load_unet()
-    motions = {v: load_motion_model_file(fixtures_dir() / f"mm_{v}.safetensors", f"mm_{v}") for v in VERSIONS}
+    motions = {v: load_motion_model_file(fixtures_dir() / f"mm_{v}.safetensors", f"mm_{v}")
+               for v in (["v2"] if args.quick else VERSIONS)}
     for latent in sizes:
         for version, motion in motions.items():
+            if args.quick and version != "v2":
+                continue
             row = {"version": version, "latent": latent, **overhead(base, motion, frames, latent, rounds),
                    "flop_floor": flop_floor(base, motion, frames, latent)}
             report["overhead"].append(row)
