@@ -9,7 +9,7 @@ import re
 import torch
 
 from ..errors import ModelFileError
-from .files import FileKind, LoRAPair, file_kind, lora_pairs, refuse_kind, shape_mismatch
+from .files import FileKind, LoRAPair, pairs_of_kind, shape_mismatch
 
 # The layer part of an adapter key, e.g. up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor.to_k
 SPATIAL_LAYER = re.compile(r"^(?:(?:down|up)_blocks\.\d+|mid_block)\.attentions\.\d+\.transformer_blocks\.\d+\."
@@ -18,15 +18,8 @@ SPATIAL_LAYER = re.compile(r"^(?:(?:down|up)_blocks\.\d+|mid_block)\.attentions\
 
 def parse_domain_adapter(state_dict: dict[str, torch.Tensor], path) -> dict[str, LoRAPair]:
     """The file's LoRA pairs, or a ModelFileError saying what the file is and which node reads it."""
-    kind = file_kind(state_dict)
-    if kind != FileKind.DOMAIN_ADAPTER:
-        refuse_kind(path, kind, FileKind.DOMAIN_ADAPTER)
-    pairs = lora_pairs(state_dict, path)
-    outside = [layer for layer in pairs if not SPATIAL_LAYER.match(layer)]
-    if outside:
-        raise ModelFileError(path, f"has LoRA weights outside the spatial attention (e.g. `{outside[0]}`).",
-                             "It is not a domain adapter; an image LoRA goes in the core LoraLoader.")
-    return pairs
+    return pairs_of_kind(state_dict, path, FileKind.DOMAIN_ADAPTER, SPATIAL_LAYER, "spatial attention",
+                         "It is not a domain adapter; an image LoRA goes in the core LoraLoader.")
 
 
 def fit_domain_adapter(pairs: dict[str, LoRAPair], key_map: dict[str, str], weight_shapes: dict[str, tuple],

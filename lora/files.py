@@ -97,6 +97,20 @@ def lora_pairs(state_dict: dict[str, torch.Tensor], path) -> dict[str, LoRAPair]
     return pairs
 
 
+def pairs_of_kind(state_dict: dict[str, torch.Tensor], path, kind: str, layers: re.Pattern, where: str,
+                  advice: str) -> dict[str, LoRAPair]:
+    """The file's LoRA pairs when it is a `kind` file whose every layer matches `layers`; else a ModelFileError
+    saying what the file is instead (and which node reads it) or which layer lies outside `where`."""
+    found = file_kind(state_dict)
+    if found != kind:
+        refuse_kind(path, found, kind)
+    pairs = lora_pairs(state_dict, path)
+    outside = [layer for layer in pairs if not layers.match(layer)]
+    if outside:
+        raise ModelFileError(path, f"has LoRA weights outside the {where} (e.g. `{outside[0]}`).", advice)
+    return pairs
+
+
 def shape_mismatch(pair: LoRAPair, shape) -> str:
     return (f"`{pair.layer}` changes a {pair.out_features}×{pair.in_features} weight where the model's is "
             f"{'×'.join(map(str, shape))}")

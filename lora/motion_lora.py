@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-from .files import FileKind, LoRAPair, file_kind, lora_pairs, refuse_kind, shape_mismatch
+from .files import FileKind, LoRAPair, pairs_of_kind, shape_mismatch
 
 # The layer part of a MotionLoRA key, e.g.
 # down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.processor.to_out
@@ -34,15 +34,8 @@ def add_to_stack(stack: tuple[MotionLoRA, ...] | None, lora: MotionLoRA) -> tupl
 
 def parse_motion_lora(state_dict: dict[str, torch.Tensor], path) -> dict[str, LoRAPair]:
     """The file's LoRA pairs, or a ModelFileError saying what the file is instead."""
-    kind = file_kind(state_dict)
-    if kind != FileKind.MOTION_LORA:
-        refuse_kind(path, kind, FileKind.MOTION_LORA)
-    pairs = lora_pairs(state_dict, path)
-    outside = [layer for layer in pairs if not TEMPORAL_LAYER.match(layer)]
-    if outside:
-        raise ModelFileError(path, f"has LoRA weights outside the temporal attention (e.g. `{outside[0]}`).",
-                             "It is not a MotionLoRA in the released format.")
-    return pairs
+    return pairs_of_kind(state_dict, path, FileKind.MOTION_LORA, TEMPORAL_LAYER, "temporal attention",
+                         "It is not a MotionLoRA in the released format.")
 
 
 def target_key(layer: str) -> str:

@@ -49,7 +49,7 @@ def unet_call(patcher, frames, latent, cfg_batch=2):
     """One sampling step's UNet call: cond and uncond of `frames` frames at latent×latent."""
     import comfy.model_management
     comfy.model_management.load_models_gpu([patcher])
-    device, dtype = patcher.load_device, patcher.model.get_dtype()
+    device = patcher.load_device
     x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
     t = torch.full((x.shape[0],), 500.0, device=device)
     context = torch.randn(x.shape[0], 77, 768, device=device)

@@ -4,7 +4,6 @@ Started as `main.py --cpu` (or on the GPU when asked) from the host of scripts/h
 temporary model, input, output and user folders, so it never touches a user's ComfyUI data.
 """
 import json
-import os
 import socket
 import subprocess
 import sys

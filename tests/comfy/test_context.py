@@ -18,26 +18,15 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from comfy_env import TINY_SD15, ksample, latent, random_fill, tiny_sd15, unet_state
+from comfy_env import TINY_SD15, ksample, latent, random_fill, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sampler import Sampler
-from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import MotionLayer, apply_motion_model
 from animatediff.sampling.context import windows
 from animatediff.sampling.noise import NoiseType
 
 WRAPPERS = comfy.patcher_extension.WrappersMP
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15()
-
-
-@pytest.fixture(scope="module")
-def motion(fixtures_dir):
-    return {v: load_motion_model_file(fixtures_dir / "small" / f"mm_{v}.safetensors", f"mm_{v}.safetensors")
-            for v in ("v1", "v2")}
 
 
 def with_windows(model, length, overlap, schedule="static", fuse="pyramid", stride=1, closed_loop=False):

@@ -18,7 +18,7 @@ from comfy_env import ksample, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.nodes.folders import ADAPTERS, LORAS, MOTION_LORAS, register_model_folders
 from animatediff.nodes.lora import DomainAdapter, MotionLoRA
-from animatediff.patching.motion import KEY, MotionLayer, apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import KEY, MotionLayer, apply_motion_model
 from make_fixtures import motion_lora_state_dict
 
 SMALL = (32, 64, 128, 128)
@@ -52,17 +52,6 @@ def expected_merge(base, stack):
             if key in out:
                 out[key] = out[key] + strength * delta
     return out
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15()
-
-
-@pytest.fixture(scope="module")
-def motion(fixtures_dir):
-    return {v: load_motion_model_file(fixtures_dir / "small" / f"mm_{v}.safetensors", f"mm_{v}.safetensors")
-            for v in ("v1", "v2", "v3")}
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,12 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 from comfy_env import conditioning, ksample, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
-from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import MotionLayer, apply_motion_model
 
 EXPECTED_PLACES = {  # motion key -> (blocks, index); FORMATS.md §1
     **{f"down_blocks.{i}.motion_modules.{j}": ("input_blocks", 3 * i + j + 1) for i in range(4) for j in range(2)},
     **{f"up_blocks.{i}.motion_modules.{j}": ("output_blocks", 3 * i + j) for i in range(4) for j in range(3)},
 }
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15()
-
-
-@pytest.fixture(scope="module")
-def motion(fixtures_dir):
-    return {v: load_motion_model_file(fixtures_dir / "small" / f"mm_{v}.safetensors", f"mm_{v}.safetensors")
-            for v in ("v1", "v2", "v3")}
 
 
 def motion_layers(unet):
