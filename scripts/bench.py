@@ -215,7 +215,7 @@ def main(argv=None):
     setup_comfy()
     from animatediff.patching.motion import load_motion_model_file
     gpu = torch.cuda.is_available()
-    rounds = 1 if args.quick else 5
+    rounds = 1 if args.quick else (5 if gpu else 3)
     sizes = [8] if args.quick else ([8, 16, 64] if gpu else [8, 16])
     frames = 4 if args.quick else 16
     report = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
