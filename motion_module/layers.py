@@ -3,7 +3,7 @@
 Layer names match the released checkpoints, so a state dict loads as it is. `ops` supplies the Linear /
 GroupNorm / LayerNorm classes (torch.nn here; comfy.ops inside ComfyUI, for weight casting, low-VRAM
 loading and interrupt checks) and `attention(q, k, v, heads, **kwargs)` the kernel (SDPA here;
-ComfyUI's optimized_attention inside ComfyUI).
+ComfyUI's attention_pytorch inside ComfyUI, which honours users' attention overrides).
 """
 import functools
 import math

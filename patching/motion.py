@@ -18,7 +18,7 @@ import comfy.model_sampling
 import comfy.ops
 import comfy.patcher_extension
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
 from ..errors import AnimateDiffError
@@ -81,7 +81,10 @@ class MotionLayer(torch.nn.Module):
                 f"{frames} frames > {module.max_frames} this motion module supports: add "
                 f"AnimateDiff_ContextWindows (context_length ≤ {module.max_frames}) or make fewer frames.")
         options = transformer_options.get(KEY, {})
-        return module(x, frames, optimized_attention, options.get("motion_scale", 1.0), transformer_options)
+        # Temporal attention is many (b·h·w) short (≤ 32 frames) sequences: PyTorch's SDPA suits that shape on
+        # every device, where ComfyUI's global pick is tuned for long spatial sequences (on a CPU its
+        # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options.
+        return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options)
 
 
 def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwargs):
