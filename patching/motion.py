@@ -215,7 +215,8 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
     patched = model.clone()
-    patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(*_inject_eject(motion.model))])
+    injection = MotionInjection(motion.model)
+    patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(injection.inject, injection.eject)])
     patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))
     patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale)}
     patched.set_additional_models(KEY, [motion_patcher])
@@ -223,8 +224,3 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, track_video_frames)
     with_beta_schedule(patched, beta_schedule)
     return patched
-
-
-def _inject_eject(motion_model):
-    injection = MotionInjection(motion_model)
-    return injection.inject, injection.eject
