@@ -67,3 +67,12 @@ def test_half_precision_stays_close_to_fp32(fixtures_dir, dtype):
     half = MotionModel.from_state_dict(detect_spec(sd), {k: v.to(dtype) for k, v in sd.items()})
     out = half.mid_block.motion_modules[0](x.to(dtype), 8).float()
     assert (out - full).abs().max() / full.abs().max() < 0.05
+
+
+def test_output_keeps_the_unets_memory_layout(fixtures_dir):
+    """A channels-last output would be handed to every later layer of the UNet and slow its convolutions."""
+    model, _ = small_model(fixtures_dir, "v2")
+    module = model.down_blocks[0].motion_modules[0]
+    x = torch.randn(8, 32, 4, 6)
+    out = module(x, 8)
+    assert out.is_contiguous() and out.stride() == x.stride()
