@@ -60,3 +60,15 @@ def test_nan_and_inf_weights_are_refused_by_name(tmp_path):
         safetensors.torch.save_file(sd, tmp_path / "bad.safetensors")
         with pytest.raises(ModelFileError, match=f"bad.safetensors: has NaN or infinite values .*{key}"):
             load_motion_model(tmp_path / "bad.safetensors")
+
+
+def test_weights_too_large_for_the_unets_dtype_are_refused_with_advice(tmp_path):
+    import safetensors.torch
+    key = "down_blocks.0.motion_modules.1.temporal_transformer.proj_in.weight"
+    sd = {k: v.float() for k, v in REAL.items()}
+    sd[key] = sd[key].clone()
+    sd[key][1, 2] = 1e6  # finite in float32, infinite in float16
+    safetensors.torch.save_file(sd, tmp_path / "big.safetensors")
+    with pytest.raises(ModelFileError, match=f"big.safetensors: has values too large for torch.float16 .*{key}.*--fp32-unet"):
+        load_motion_model(tmp_path / "big.safetensors", dtype=torch.float16)
+    assert load_motion_model(tmp_path / "big.safetensors", dtype=torch.float32) is not None
