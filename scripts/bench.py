@@ -48,7 +48,8 @@ def load_unet():
 def unet_call(patcher, frames, latent, cfg_batch=2):
     """One sampling step's UNet call: cond and uncond of `frames` frames at latent×latent."""
     import comfy.model_management
-    comfy.model_management.load_models_gpu([patcher])
+    # as sampling does: the motion model is an additional model and must sit on the device too
+    comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
     device = patcher.load_device
     x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
     t = torch.full((x.shape[0],), 500.0, device=device)
@@ -72,32 +73,23 @@ def timed(fn, repeats=1):
 
 
 def overhead(base, motion, frames, latent, rounds):
-    """Median seconds per UNet call with and without the module, alternating A B A B."""
-    from animatediff.patching.motion import apply_motion_model
-    animated = apply_motion_model(base, motion, 1.0, "autoselect")
-    with_times, without_times = [], []
-    for _ in range(rounds):
-        call = unet_call(animated, frames, latent)
-        call()  # warm-up after (re)injection
-        with_times.append(timed(call))
-        call = unet_call(base, frames, latent)
-        call()
-        without_times.append(timed(call))
-    a, b = statistics.median(with_times), statistics.median(without_times)
-    return {"with_s": a, "without_s": b, "ratio": a / b}
-
-
-def flop_floor(base, motion, frames, latent):
+    """Median seconds per UNet call with and without the module, alternating A B A B, and the FLOP floor: the
+    ratio of the two calls' FLOPs (torch's counter), counted during the first round's warm-up calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from animatediff.patching.motion import apply_motion_model
-    counts = []
-    for patcher in (apply_motion_model(base, motion, 1.0, "autoselect"), base):
-        call = unet_call(patcher, frames, latent)
-        with FlopCounterMode(display=False) as counter:
-            call()
-        counts.append(counter.get_total_flops())
-    return counts[0] / counts[1]
+    runs = {"with": apply_motion_model(base, motion, 1.0, "autoselect"), "without": base}
+    seconds, flops = {name: [] for name in runs}, {}
+    for i in range(rounds):
+        for name, patcher in runs.items():
+            call = unet_call(patcher, frames, latent)
+            if i == 0:
+                with FlopCounterMode(display=False) as counter:
+                    call()
+                flops[name] = counter.get_total_flops()
+            seconds[name].append(timed(call))
+    a, b = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+    return {"with_s": a, "without_s": b, "ratio": a / b, "flop_floor": flops["with"] / flops["without"]}
 
 
 def load_time(path, rounds):
@@ -164,6 +156,46 @@ class PlainMotionModule(torch.nn.Module):
         return hidden.view(bf, h, w, c).permute(0, 3, 1, 2) + x
 
 
+def sampling(base, motion, frames, latent, steps, rounds):
+    """A real sampling run (euler, cfg 7.5) with and without the module, alternating: seconds per step
+    (timed between the first and the last step, so loading and the first step's warm-up stay out) and the
+    device's peak allocated memory, weights included."""
+    import comfy.model_management
+    import comfy.sample
+
+    from animatediff.patching.motion import apply_motion_model
+    runs = {"with": apply_motion_model(base, motion, 1.0, "autoselect"), "without": base}
+    results = {name: {"s_per_step": [], "peak_bytes": [], "loaded_bytes": []} for name in runs}
+    cond = [[torch.randn(1, 77, 768), {}]]
+    latent_image = torch.zeros(frames, 4, latent, latent)
+    cuda = torch.cuda.is_available()
+    stamps = []
+
+    def step_done(*_):
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    for _ in range(rounds):
+        for name, patcher in runs.items():
+            comfy.model_management.unload_all_models()  # "without" must not carry the module's weights
+            comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            results[name]["loaded_bytes"].append(torch.cuda.memory_allocated() if cuda else 0)
+            stamps.clear()
+            comfy.sample.sample(patcher, torch.randn_like(latent_image), steps, 7.5, "euler", "normal", cond, cond,
+                                latent_image, callback=step_done, disable_pbar=True, seed=0)
+            results[name]["s_per_step"].append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+            results[name]["peak_bytes"].append(torch.cuda.max_memory_allocated() if cuda else 0)
+    out = {"frames": frames, "latent": latent, "steps": steps, "dtype": str(comfy.model_management.unet_dtype())}
+    for name, r in results.items():
+        out[f"{name}_s_per_step"] = statistics.median(r["s_per_step"])
+        out[f"{name}_peak_bytes"] = max(r["peak_bytes"])
+        out[f"{name}_loaded_bytes"] = max(r["loaded_bytes"])
+    out["ratio"] = out["with_s_per_step"] / out["without_s_per_step"]
+    return out
+
+
 def peak_memory_child(frames, context_length, latent):
     """Runs in a fresh process: one sampling step at `frames` frames; prints the peak memory figures."""
     setup_comfy()
@@ -188,7 +220,7 @@ def peak_memory_child(frames, context_length, latent):
                         latent_image, disable_pbar=True, seed=0)
     peak = resident_bytes("VmHWM")
     cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-    print(json.dumps({"frames": frames, "rss_peak_bytes": peak, "rss_after_load_bytes": before,
+    print(json.dumps({"frames": frames, "latent": latent, "rss_peak_bytes": peak, "rss_after_load_bytes": before,
                       "cuda_peak_bytes": cuda}))
 
 
@@ -227,16 +259,19 @@ def main(argv=None):
         for version, motion in motions.items():
             if args.quick and version != "v2":
                 continue
-            row = {"version": version, "latent": latent, **overhead(base, motion, frames, latent, rounds),
-                   "flop_floor": flop_floor(base, motion, frames, latent)}
+            row = {"version": version, "latent": latent, **overhead(base, motion, frames, latent, rounds)}
             report["overhead"].append(row)
             print(json.dumps(row), flush=True)
     report["load"] = load_time(fixtures_dir() / "mm_v2.safetensors", rounds)
     print(json.dumps(report["load"]), flush=True)
     report["module"] = module_micro(rounds, size=16 if args.quick else 64)
     print(json.dumps(report["module"]), flush=True)
+    if gpu or args.quick:
+        report["sampling"] = sampling(base, motions["v2"], frames, 8 if args.quick else 64, 3 if args.quick else 20,
+                                      rounds=1 if args.quick else 2)
+        print(json.dumps(report["sampling"]), flush=True)
     for n in ([8, 16] if args.quick else [16, 32, 64, 128]):
-        report["memory"].append(peak_memory(n, 16, 8))
+        report["memory"].append(peak_memory(n, 16, 64 if gpu and not args.quick else 8))
         print(json.dumps(report["memory"][-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
@@ -256,12 +291,24 @@ def markdown(r):
               f"vs {load['read_s']:.2f} s to read its tensors (ratio {load['ratio']:.2f}).",
               f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
               f"for plain PyTorch (ratio {module['ratio']:.2f}).", "",
+              *sampling_markdown(r.get("sampling")),
               "| frames (context 16) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) | CUDA peak (GiB) |",
               "|---|---|---|---|---|"]
     lines += [f"| {m['frames']} | {m['rss_peak_bytes'] / gib:.2f} | {m['rss_after_load_bytes'] / gib:.2f} | "
               f"{(m['rss_peak_bytes'] - m['rss_after_load_bytes']) / gib:.2f} | {m['cuda_peak_bytes'] / gib:.2f} |"
               for m in r["memory"]]
     return "\n".join(lines) + "\n"
+
+
+def sampling_markdown(s):
+    if not s:
+        return []
+    gib = 1024 ** 3
+    return [f"Sampling {s['latent'] * 8}×{s['latent'] * 8}, {s['frames']} frames, {s['steps']} steps, {s['dtype']}:", "",
+            "| | s/step | peak allocated (GiB) | of it, loaded weights (GiB) |", "|---|---|---|---|",
+            *(f"| {label} | {s[f'{name}_s_per_step']:.3f} | {s[f'{name}_peak_bytes'] / gib:.2f} | "
+              f"{s[f'{name}_loaded_bytes'] / gib:.2f} |" for name, label in (("with", "with mm_v2"), ("without", "without"))),
+            f"| ratio | {s['ratio']:.3f} | | |", ""]
 
 
 if __name__ == "__main__":
