@@ -1,4 +1,5 @@
 """Reading motion-module files and telling their kind and version from the keys alone (FORMATS.md §1)."""
+import functools
 import re
 import zipfile
 from pathlib import Path
@@ -136,10 +137,15 @@ def _block_channels(modules, kind, path) -> list[int]:
     return [modules[(kind, b, 0)] for b in blocks]
 
 
+@functools.lru_cache(maxsize=8)
+def _expected_shapes(spec: MotionModelSpec) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        return {k: v.shape for k, v in MotionModel(spec).state_dict().items()}
+
+
 def _check_layout(spec: MotionModelSpec, state_dict, path):
     """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in MotionModel(spec).state_dict().items()}
+    expected = _expected_shapes(spec)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k])
