@@ -65,7 +65,7 @@ class TemporalSelfAttention(nn.Module):
             # sharpens (> 1) or flattens (< 1) the softmax over frames
             q = q * motion_scale
         # (b f) d (h e) -> b (d h) f e as strided views: each spatial position and head is one sequence of frames,
-        # with no permute copies in or out (2-4x faster than regrouping the tokens into (b d) f c first)
+        # with no permute copies in or out (1.4x on an H100, 4x on a CPU, against regrouping into (b d) f c first)
         q, k, v = (t.view(-1, frames, tokens * HEADS, channels // HEADS).transpose(1, 2)
                    for t in (q, self.to_k(x), self.to_v(x)))
         out = attention(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True,

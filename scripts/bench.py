@@ -288,12 +288,15 @@ def markdown(r):
     lines += [f"| {o['version']} | {o['latent']}×{o['latent']} | {o['with_s']:.3f} | {o['without_s']:.3f} | "
               f"{o['ratio']:.3f} | {o['flop_floor']:.3f} |" for o in r["overhead"]]
     load, module = r["load"], r["module"]
+    latent = r["memory"][0].get("latent", 8) if r["memory"] else 8
+    memory_size = f"{latent * 8}×{latent * 8}"
     lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} → {load['unet_dtype']}): {load['ours_s']:.2f} s "
               f"vs {load['read_s']:.2f} s to read its tensors (ratio {load['ratio']:.2f}).",
               f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
               f"for plain PyTorch (ratio {module['ratio']:.2f}).", "",
               *sampling_markdown(r.get("sampling")),
-              "| frames (context 16) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) | CUDA peak (GiB) |",
+              f"| frames (context 16, {memory_size}) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) "
+              "| CUDA peak (GiB) |",
               "|---|---|---|---|---|"]
     lines += [f"| {m['frames']} | {m['rss_peak_bytes'] / gib:.2f} | {m['rss_after_load_bytes'] / gib:.2f} | "
               f"{(m['rss_peak_bytes'] - m['rss_after_load_bytes']) / gib:.2f} | {m['cuda_peak_bytes'] / gib:.2f} |"
