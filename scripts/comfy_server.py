@@ -161,3 +161,19 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 inputs[name] = [str(source), slot]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+def adapt_workflow(prompt: dict, files: dict | None = None, width: int | None = None, height: int | None = None,
+                   frames: int | None = None, steps: int | None = None) -> dict:
+    """Points an API-form workflow at other model files and a smaller size, in place. `files` maps a widget
+    (ckpt_name, model_name, …) to the file every node with that widget should load; None keeps a value."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        inputs.update({k: v for k, v in (files or {}).items() if k in inputs})
+        if node["class_type"] == "EmptyLatentImage":
+            inputs.update({k: v for k, v in {"width": width, "height": height, "batch_size": frames}.items() if v})
+        if node["class_type"] == "AnimateDiff_PromptSchedule" and frames:
+            inputs["frames"] = frames
+        if "steps" in inputs and steps:
+            inputs["steps"] = steps
+    return prompt

@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from comfy_server import ComfyServer, execution_error, ui_to_api
+from comfy_server import ComfyServer, adapt_workflow, execution_error, ui_to_api
 
 PACK = Path(__file__).resolve().parents[1]
 
@@ -31,18 +31,9 @@ def main(argv=None):
     models = {"checkpoints": {args.checkpoint.name: args.checkpoint},
               "animatediff_models": {args.motion_module.name: args.motion_module}}
     with ComfyServer(comfyui_path(), models, gpu=gpu) as server:
-        prompt = ui_to_api(json.loads(args.workflow.read_text()), server.get("/object_info"))
-        for node in prompt.values():
-            inputs = node["inputs"]
-            if node["class_type"] == "CheckpointLoaderSimple":
-                inputs["ckpt_name"] = args.checkpoint.name
-            elif node["class_type"] == "AnimateDiff_LoadMotionModule":
-                inputs["model_name"] = args.motion_module.name
-            elif node["class_type"] == "EmptyLatentImage":
-                inputs["width"] = args.width or inputs["width"]
-                inputs["height"] = args.height or inputs["height"]
-            elif "steps" in inputs and args.steps:
-                inputs["steps"] = args.steps
+        prompt = adapt_workflow(ui_to_api(json.loads(args.workflow.read_text()), server.get("/object_info")),
+                                files={"ckpt_name": args.checkpoint.name, "model_name": args.motion_module.name},
+                                width=args.width, height=args.height, steps=args.steps)
         print(f"running {args.workflow.name} on ComfyUI at {server.url} ({'GPU' if gpu else 'CPU'})", flush=True)
         entry = server.run(prompt)
         error = execution_error(entry)

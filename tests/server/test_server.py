@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_server import execution_error, ui_to_api
+from comfy_server import adapt_workflow, execution_error, ui_to_api
 
 pytestmark = pytest.mark.slow
 WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
@@ -39,20 +39,12 @@ FIXTURE_NAMES = {  # widget -> the fixture file the test server has in place of 
 def small_workflow(server, name, frames=16, size=64, steps=2, motion="mm_v2.safetensors"):
     """A shipped example workflow, converted from its UI form, with fixture files and a CPU-friendly size."""
     prompt = ui_to_api(json.loads((WORKFLOWS / name).read_text()), server.get("/object_info"))
+    adapt_workflow(prompt, files={**FIXTURE_NAMES, "model_name": motion}, width=size, height=size, frames=frames,
+                   steps=steps)
     loras = iter(["motion_lora_zoom.safetensors", "motion_lora_pan.ckpt"])
     for node in prompt.values():
-        inputs = node["inputs"]
-        inputs.update({k: v for k, v in FIXTURE_NAMES.items() if k in inputs})
-        if node["class_type"] == "AnimateDiff_LoadMotionModule":
-            inputs["model_name"] = motion
         if node["class_type"] == "AnimateDiff_MotionLoRA":
-            inputs["lora_name"] = next(loras)
-        if node["class_type"] == "EmptyLatentImage":
-            inputs.update(width=size, height=size, batch_size=frames)
-        if node["class_type"] == "AnimateDiff_PromptSchedule":
-            inputs["frames"] = frames
-        if "steps" in inputs:
-            inputs["steps"] = steps
+            node["inputs"]["lora_name"] = next(loras)
     return prompt
 
 
