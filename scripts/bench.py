@@ -45,11 +45,15 @@ def load_unet():
     return model
 
 
+def load_as_sampling_does(patcher):
+    """The model and its additional models (the motion model among them) onto the device."""
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
+
+
 def unet_call(patcher, frames, latent, cfg_batch=2):
     """One sampling step's UNet call: cond and uncond of `frames` frames at latent×latent."""
-    import comfy.model_management
-    # as sampling does: the motion model is an additional model and must sit on the device too
-    comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
+    load_as_sampling_does(patcher)
     device = patcher.load_device
     x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
     t = torch.full((x.shape[0],), 500.0, device=device)
@@ -178,7 +182,7 @@ def sampling(base, motion, frames, latent, steps, rounds):
     for _ in range(rounds):
         for name, patcher in runs.items():
             comfy.model_management.unload_all_models()  # "without" must not carry the module's weights
-            comfy.model_management.load_models_gpu([patcher, *patcher.get_nested_additional_models()])
+            load_as_sampling_does(patcher)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             results[name]["loaded_bytes"].append(torch.cuda.memory_allocated() if cuda else 0)
@@ -208,8 +212,7 @@ def peak_memory_child(frames, context_length, latent):
     model = apply_motion_model(base, motion, 1.0, "autoselect")
     from animatediff.patching.context import apply_context_windows
     model = apply_context_windows(model, context_length, 4, "uniform_standard", "pyramid")
-    import comfy.model_management
-    comfy.model_management.load_models_gpu([model])
+    load_as_sampling_does(model)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
@@ -288,8 +291,7 @@ def markdown(r):
     lines += [f"| {o['version']} | {o['latent']}×{o['latent']} | {o['with_s']:.3f} | {o['without_s']:.3f} | "
               f"{o['ratio']:.3f} | {o['flop_floor']:.3f} |" for o in r["overhead"]]
     load, module = r["load"], r["module"]
-    latent = r["memory"][0].get("latent", 8) if r["memory"] else 8
-    memory_size = f"{latent * 8}×{latent * 8}"
+    memory_size = "{0}×{0}".format(r["memory"][0]["latent"] * 8)
     lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} → {load['unet_dtype']}): {load['ours_s']:.2f} s "
               f"vs {load['read_s']:.2f} s to read its tensors (ratio {load['ratio']:.2f}).",
               f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
