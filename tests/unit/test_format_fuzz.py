@@ -50,16 +50,17 @@ def test_detection_accepts_well_formed_modules_or_raises_our_error(sd):
     assert spec.module_count in (20, 21) and len(spec.down_channels) == 4
 
 
-def test_nan_and_inf_weights_are_refused_by_name(tmp_path):
+@pytest.mark.parametrize("file_dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("unet_dtype", [None, torch.float32, torch.float16, torch.bfloat16])
+def test_nan_and_inf_weights_are_refused_by_name_whatever_the_cast(tmp_path, file_dtype, unet_dtype):
     import safetensors.torch
     key = "mid_block.motion_modules.0.temporal_transformer.proj_out.weight"
-    for bad in (float("nan"), float("inf")):
-        sd = dict(REAL)
-        sd[key] = REAL[key].clone()
-        sd[key][0, 0] = bad
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        sd = {k: v.to(file_dtype, copy=True) for k, v in REAL.items()}
+        sd[key][3, 1] = bad
         safetensors.torch.save_file(sd, tmp_path / "bad.safetensors")
         with pytest.raises(ModelFileError, match=f"bad.safetensors: has NaN or infinite values .*{key}"):
-            load_motion_model(tmp_path / "bad.safetensors")
+            load_motion_model(tmp_path / "bad.safetensors", dtype=unet_dtype)
 
 
 def test_weights_too_large_for_the_unets_dtype_are_refused_with_advice(tmp_path):
