@@ -4,11 +4,10 @@
   and take them out when it unpatches it (ComfyUI ejects around every weight load and unload);
 - a forward_timestep_embed patch runs those layers with the call's transformer_options;
 - for v1 modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video, and
-  a DIFFUSION_MODEL wrapper tells them how many frames the current call holds;
+  a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`.
 """
-import contextvars
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -49,10 +48,6 @@ def load_motion_model_file(path, name: str) -> LoadedMotionModel:
                                                offload_device=comfy.model_management.unet_offload_device())
     return LoadedMotionModel(name, model, patcher)
 
-# Frames per video in the UNet call now running; set by the DIFFUSION_MODEL wrapper, read by v1's GroupNorms.
-VIDEO_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("animatediff_video_frames", default=None)
-
-
 def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
     """Cond and uncond chunks share the batch ((b f) order): each chunk is one video."""
     return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond") or [0]))
@@ -91,33 +86,43 @@ def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwarg
     return layer.run(x, transformer_options)
 
 
-def track_video_frames(executor, x, *args, **kwargs):
-    """DIFFUSION_MODEL wrapper: transformer_options is the 5th argument after x."""
-    transformer_options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
-    token = VIDEO_FRAMES.set(frames_in_call(x, transformer_options))
-    try:
-        return executor(x, *args, **kwargs)
-    finally:
-        VIDEO_FRAMES.reset(token)
+class JointGroupNorms:
+    """v1 normalises the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes how
+    many frames the current call holds, and forward hooks regroup each norm's input around it.
 
+    Plain attributes, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
+    writes, so the UNet's body stays one graph; ComfyUI runs one UNet call at a time.
+    """
 
-def _to_joint(module, args):
-    """(b f) c h w -> b c (f h) w, so GroupNorm's statistics span every frame of a video."""
-    frames = VIDEO_FRAMES.get()
-    (x,) = args
-    if frames is None or frames <= 1 or x.ndim != 4:
-        return None
-    bf, c, h, w = x.shape
-    module._joint_shape = (bf // frames, frames, c, h, w)
-    return (x.reshape(bf // frames, frames, c, h, w).transpose(1, 2).reshape(bf // frames, c, frames * h, w),)
+    def __init__(self):
+        self.frames = None
+        self.shapes = {}  # GroupNorm -> its (b, f, c, h, w) input shape, between the two hooks
 
+    def track_frames(self, executor, x, *args, **kwargs):
+        """The wrapper: transformer_options is the 5th argument after x."""
+        transformer_options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+        outer, self.frames = self.frames, frames_in_call(x, transformer_options)
+        try:
+            return executor(x, *args, **kwargs)
+        finally:
+            self.frames = outer
 
-def _from_joint(module, args, output):
-    shape = module.__dict__.pop("_joint_shape", None)
-    if shape is None:
-        return None
-    b, f, c, h, w = shape
-    return output.reshape(b, c, f, h, w).transpose(1, 2).reshape(b * f, c, h, w)
+    def to_joint(self, norm, args):
+        """(b f) c h w -> b c (f h) w, so GroupNorm's statistics span every frame of a video."""
+        (x,) = args
+        if self.frames is None or self.frames <= 1 or x.ndim != 4:
+            return None
+        bf, c, h, w = x.shape
+        b = bf // self.frames
+        self.shapes[norm] = (b, self.frames, c, h, w)
+        return (x.reshape(b, self.frames, c, h, w).transpose(1, 2).reshape(b, c, self.frames * h, w),)
+
+    def from_joint(self, norm, args, output):
+        shape = self.shapes.pop(norm, None)
+        if shape is None:
+            return None
+        b, f, c, h, w = shape
+        return output.reshape(b, c, f, h, w).transpose(1, 2).reshape(b * f, c, h, w)
 
 
 def joint_groupnorms(unet) -> list[torch.nn.Module]:
@@ -137,8 +142,9 @@ def insertion_index(block) -> int:
 
 
 class MotionInjection:
-    def __init__(self, motion_model):
+    def __init__(self, motion_model, joint_norms: JointGroupNorms | None = None):
         self.motion_model = motion_model
+        self.joint_norms = joint_norms
         self.hooks = []
 
     def _targets(self, unet):
@@ -151,9 +157,10 @@ class MotionInjection:
         unet = patcher.model.diffusion_model
         for place, module, block in self._targets(unet):
             block.insert(insertion_index(block), MotionLayer(module, place.motion_key))
-        if self.motion_model.spec.version == MotionVersion.V1:
+        if self.joint_norms is not None:
             for norm in joint_groupnorms(unet):
-                self.hooks += [norm.register_forward_pre_hook(_to_joint), norm.register_forward_hook(_from_joint)]
+                self.hooks += [norm.register_forward_pre_hook(self.joint_norms.to_joint),
+                               norm.register_forward_hook(self.joint_norms.from_joint)]
 
     def eject(self, patcher):
         unet = patcher.model.diffusion_model
@@ -215,12 +222,13 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
     patched = model.clone()
-    injection = MotionInjection(motion.model)
+    joint_norms = JointGroupNorms() if motion.spec.version == MotionVersion.V1 else None
+    injection = MotionInjection(motion.model, joint_norms)
     patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(injection.inject, injection.eject)])
     patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))
     patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale)}
     patched.set_additional_models(KEY, [motion_patcher])
-    if motion.spec.version == MotionVersion.V1:
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, track_video_frames)
+    if joint_norms is not None:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule)
     return patched

@@ -53,12 +53,15 @@ def load_as_sampling_does(patcher):
 
 def unet_call(patcher, frames, latent, cfg_batch=2):
     """One sampling step's UNet call: cond and uncond of `frames` frames at latent×latent."""
+    import comfy.patcher_extension
     load_as_sampling_does(patcher)
     device = patcher.load_device
     x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
     t = torch.full((x.shape[0],), 500.0, device=device)
     context = torch.randn(x.shape[0], 77, 768, device=device)
-    options = {**patcher.model_options["transformer_options"], "cond_or_uncond": list(range(cfg_batch))}
+    # what ComfyUI's sampler adds before each UNet call: the patcher's wrappers, and which chunk is cond
+    options = {**patcher.model_options["transformer_options"], "cond_or_uncond": list(range(cfg_batch)),
+               "wrappers": comfy.patcher_extension.copy_nested_dicts(patcher.wrappers)}
 
     def call():
         with torch.inference_mode():

@@ -1,0 +1,54 @@
+"""Under ComfyUI's torch.compile wrapper (what the core TorchCompileModel node sets), the patched UNet traces
+into graphs that give the eager model's numbers, with no graph break inside the motion modules."""
+import comfy.ldm.modules.attention as comfy_attention
+import pytest
+import torch
+import torch._dynamo
+from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+from comfy_env import ksample
+from animatediff.patching.motion import apply_motion_model
+
+
+class CapturingBackend:
+    """A torch.compile backend that records every graph dynamo captures and runs it as it is."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs.append(graph_module)
+        return graph_module.forward
+
+    def motion_ops(self) -> int:
+        """Captured operations that come from the motion module's code."""
+        return sum("motion_module/layers.py" in str(node.meta.get("stack_trace", ""))
+                   for g in self.graphs for node in g.graph.nodes)
+
+
+def spatial_attention_as_on_a_gpu(model):
+    """On a CPU ComfyUI's spatial attention asks psutil for free memory, which dynamo cannot trace; on a GPU it
+    picks PyTorch's SDPA. The core attention override makes this CPU run take the GPU's path."""
+    def use_sdpa(func, *args, **kwargs):
+        return comfy_attention.attention_pytorch(*args, **kwargs)
+    model.model_options["transformer_options"]["optimized_attention_override"] = use_sdpa
+    return model
+
+
+# v1 at two frame counts: its GroupNorm hooks read the count the wrapper noted, which a recompile must not freeze
+@pytest.mark.parametrize("version,frame_counts", [("v1", (16, 8)), ("v2", (16,))])
+def test_compiled_sampling_matches_eager_with_no_break_in_the_motion_modules(base, motion, version, frame_counts):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager = spatial_attention_as_on_a_gpu(apply_motion_model(base, motion[version], 1.0, "autoselect"))
+    compiled = eager.clone()
+    backend = CapturingBackend()
+    set_torch_compile_wrapper(model=compiled, backend=backend)
+
+    for frames in frame_counts:
+        expected = ksample(eager, frames=frames, steps=2)
+        got = ksample(compiled, frames=frames, steps=2)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+    assert backend.motion_ops() > 0, "the motion modules ran outside every captured graph"
+    assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
