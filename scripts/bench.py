@@ -56,6 +56,7 @@ def unet_call(patcher, frames, latent, cfg_batch=2):
     import comfy.patcher_extension
     load_as_sampling_does(patcher)
     device = patcher.load_device
+    torch.manual_seed(0)  # the same inputs on every call, so two models' outputs compare
     x = torch.randn(cfg_batch * frames, 4, latent, latent, device=device)
     t = torch.full((x.shape[0],), 500.0, device=device)
     context = torch.randn(x.shape[0], 77, 768, device=device)
@@ -97,6 +98,32 @@ def overhead(base, motion, frames, latent, rounds):
             seconds[name].append(timed(call))
     a, b = statistics.median(seconds["with"]), statistics.median(seconds["without"])
     return {"with_s": a, "without_s": b, "ratio": a / b, "flop_floor": flops["with"] / flops["without"]}
+
+
+def compiled_overhead(base, motion, frames, latent, rounds):
+    """overhead() under ComfyUI's torch.compile wrapper, as the core TorchCompileModel node (inductor) sets it on
+    both models: the module's memory-bound work (norms, adds, GEGLU) fused. Also the first call of each (the
+    compile) and how far the compiled output is from the eager one."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    from animatediff.patching.motion import apply_motion_model
+    eager = apply_motion_model(base, motion, 1.0, "autoselect")
+    runs = {"with": eager.clone(), "without": base.clone()}
+    first_call_s = {}
+    for name, patcher in runs.items():
+        set_torch_compile_wrapper(model=patcher, backend="inductor")
+        first_call_s[name] = timed(unet_call(patcher, frames, latent))
+    for patcher in runs.values():  # untimed: a module's first ejection can cost one recompile
+        unet_call(patcher, frames, latent)()
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, patcher in runs.items():
+            seconds[name].append(timed(unet_call(patcher, frames, latent)))
+    expected, got = unet_call(eager, frames, latent)().float(), unet_call(runs["with"], frames, latent)().float()
+    a, b = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+    return {"version": motion.spec.version, "latent": latent, "with_s": a, "without_s": b, "ratio": a / b,
+            "with_first_call_s": first_call_s["with"], "without_first_call_s": first_call_s["without"],
+            "relative_difference": float((got - expected).norm() / expected.norm())}
 
 
 def load_time(path, rounds):
@@ -280,10 +307,18 @@ def main(argv=None):
     for n in ([8, 16] if args.quick else [16, 32, 64, 128]):
         report["memory"].append(peak_memory(n, 16, 64 if gpu and not args.quick else 8))
         print(json.dumps(report["memory"][-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-    (args.out / "bench.md").write_text(markdown(report))
+    save(report, args.out)
+    if gpu and not args.quick:  # inductor on a CPU: minutes of C++ builds, and ComfyUI's CPU attention breaks the graph
+        report["compiled"] = compiled_overhead(base, motions["v2"], frames, 64, rounds)
+        print(json.dumps(report["compiled"]), flush=True)
+        save(report, args.out)
     print(markdown(report))
+
+
+def save(report, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(report, indent=2))
+    (folder / "bench.md").write_text(markdown(report))
 
 
 def markdown(r):
@@ -293,6 +328,13 @@ def markdown(r):
              "|---|---|---|---|---|---|"]
     lines += [f"| {o['version']} | {o['latent']}×{o['latent']} | {o['with_s']:.3f} | {o['without_s']:.3f} | "
               f"{o['ratio']:.3f} | {o['flop_floor']:.3f} |" for o in r["overhead"]]
+    if "compiled" in r:
+        c = r["compiled"]
+        lines += [f"| {c['version']} compiled | {c['latent']}×{c['latent']} | {c['with_s']:.3f} | {c['without_s']:.3f} | "
+                  f"{c['ratio']:.3f} | |", "",
+                  "Compiled: both models under the core TorchCompileModel node's wrapper (inductor); first calls "
+                  f"{c['with_first_call_s']:.0f} s with the module, {c['without_first_call_s']:.0f} s without; output "
+                  f"{c['relative_difference']:.1e} (relative) from eager."]
     load, module = r["load"], r["module"]
     memory_size = "{0}×{0}".format(r["memory"][0]["latent"] * 8)
     lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} → {load['unet_dtype']}): {load['ours_s']:.2f} s "
