@@ -90,13 +90,12 @@ class JointGroupNorms:
     """v1 normalises the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes how
     many frames the current call holds, and forward hooks regroup each norm's input around it.
 
-    Plain attributes, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
+    A plain attribute, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
     writes, so the UNet's body stays one graph; ComfyUI runs one UNet call at a time.
     """
 
     def __init__(self):
         self.frames = None
-        self.shapes = {}  # GroupNorm -> its (b, f, c, h, w) input shape, between the two hooks
 
     def track_frames(self, executor, x, *args, **kwargs):
         """The wrapper: transformer_options is the 5th argument after x."""
@@ -107,22 +106,25 @@ class JointGroupNorms:
         finally:
             self.frames = outer
 
+    def _regroups(self, x) -> bool:
+        return self.frames is not None and self.frames > 1 and x.ndim == 4
+
     def to_joint(self, norm, args):
         """(b f) c h w -> b c (f h) w, so GroupNorm's statistics span every frame of a video."""
         (x,) = args
-        if self.frames is None or self.frames <= 1 or x.ndim != 4:
+        if not self._regroups(x):
             return None
         bf, c, h, w = x.shape
-        b = bf // self.frames
-        self.shapes[norm] = (b, self.frames, c, h, w)
-        return (x.reshape(b, self.frames, c, h, w).transpose(1, 2).reshape(b, c, self.frames * h, w),)
+        f = self.frames
+        return (x.reshape(bf // f, f, c, h, w).transpose(1, 2).reshape(bf // f, c, f * h, w),)
 
     def from_joint(self, norm, args, output):
-        shape = self.shapes.pop(norm, None)
-        if shape is None:
+        """b c (f h) w -> (b f) c h w, back to the UNet's layout."""
+        if not self._regroups(output):
             return None
-        b, f, c, h, w = shape
-        return output.reshape(b, c, f, h, w).transpose(1, 2).reshape(b * f, c, h, w)
+        b, c, fh, w = output.shape
+        f = self.frames
+        return output.reshape(b, c, f, fh // f, w).transpose(1, 2).reshape(b * f, c, fh // f, w)
 
 
 def joint_groupnorms(unet) -> list[torch.nn.Module]:

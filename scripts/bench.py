@@ -80,23 +80,29 @@ def timed(fn, repeats=1):
     return (time.perf_counter() - start) / repeats
 
 
+def interleaved_seconds(runs, frames, latent, rounds):
+    """Median seconds per UNet call of each of `runs` (name -> model), timed alternating A B A B."""
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, patcher in runs.items():
+            seconds[name].append(timed(unet_call(patcher, frames, latent)))
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
 def overhead(base, motion, frames, latent, rounds):
-    """Median seconds per UNet call with and without the module, alternating A B A B, and the FLOP floor: the
-    ratio of the two calls' FLOPs (torch's counter), counted during the first round's warm-up calls."""
+    """Median seconds per UNet call with and without the module, and the FLOP floor: the ratio of the two
+    calls' FLOPs (torch's counter), counted during the warm-up calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from animatediff.patching.motion import apply_motion_model
     runs = {"with": apply_motion_model(base, motion, 1.0, "autoselect"), "without": base}
-    seconds, flops = {name: [] for name in runs}, {}
-    for i in range(rounds):
-        for name, patcher in runs.items():
-            call = unet_call(patcher, frames, latent)
-            if i == 0:
-                with FlopCounterMode(display=False) as counter:
-                    call()
-                flops[name] = counter.get_total_flops()
-            seconds[name].append(timed(call))
-    a, b = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+    flops = {}
+    for name, patcher in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            unet_call(patcher, frames, latent)()
+        flops[name] = counter.get_total_flops()
+    seconds = interleaved_seconds(runs, frames, latent, rounds)
+    a, b = seconds["with"], seconds["without"]
     return {"with_s": a, "without_s": b, "ratio": a / b, "flop_floor": flops["with"] / flops["without"]}
 
 
@@ -115,12 +121,9 @@ def compiled_overhead(base, motion, frames, latent, rounds):
         first_call_s[name] = timed(unet_call(patcher, frames, latent))
     for patcher in runs.values():  # untimed: a module's first ejection can cost one recompile
         unet_call(patcher, frames, latent)()
-    seconds = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, patcher in runs.items():
-            seconds[name].append(timed(unet_call(patcher, frames, latent)))
+    seconds = interleaved_seconds(runs, frames, latent, rounds)
     expected, got = unet_call(eager, frames, latent)().float(), unet_call(runs["with"], frames, latent)().float()
-    a, b = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+    a, b = seconds["with"], seconds["without"]
     return {"version": motion.spec.version, "latent": latent, "with_s": a, "without_s": b, "ratio": a / b,
             "with_first_call_s": first_call_s["with"], "without_first_call_s": first_call_s["without"],
             "relative_difference": float((got - expected).norm() / expected.norm())}

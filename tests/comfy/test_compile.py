@@ -1,5 +1,5 @@
 """Under ComfyUI's torch.compile wrapper (what the core TorchCompileModel node sets), the patched UNet traces
-into graphs that give the eager model's numbers, with no graph break inside the motion modules."""
+into graphs that give the eager model's numbers, with no graph break."""
 import comfy.ldm.modules.attention as comfy_attention
 import pytest
 import torch
