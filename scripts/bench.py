@@ -301,7 +301,9 @@ def peak_memory(frames, context_length, latent):
 
 def run_child(*args):
     """This script in a fresh process; its last line of output, as JSON."""
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"bench.py {' '.join(args)} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
