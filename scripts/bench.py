@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_report import markdown, save  # noqa: E402
 from make_fixtures import comfyui_path, fixtures_dir  # noqa: E402
 
 PACK = Path(__file__).resolve().parents[1]
@@ -357,54 +358,6 @@ def main(argv=None):
         print(json.dumps(report["compiled"]), flush=True)
         save(report, args.out)
     print(markdown(report))
-
-
-def save(report, folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench.json").write_text(json.dumps(report, indent=2))
-    (folder / "bench.md").write_text(markdown(report))
-
-
-def markdown(r):
-    gib = 1024 ** 3
-    lines = [f"Benchmark on {r['device']}, torch {r['torch']}, {r['date']}, {r['frames']} frames, cfg batch 2.", "",
-             "| module | latent | with (s/step) | without (s/step) | measured ratio | FLOP floor |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {o['version']} | {o['latent']}×{o['latent']} | {o['with_s']:.3f} | {o['without_s']:.3f} | "
-              f"{o['ratio']:.3f} | {o['flop_floor']:.3f} |" for o in r["overhead"]]
-    if "compiled" in r:
-        c = r["compiled"]
-        lines += [f"| {c['version']} compiled | {c['latent']}×{c['latent']} | {c['with_s']:.3f} | {c['without_s']:.3f} | "
-                  f"{c['ratio']:.3f} | |", "",
-                  "Compiled: both models under the core TorchCompileModel node's wrapper (inductor); first calls "
-                  f"{c['with_first_call_s']:.0f} s with the module, {c['without_first_call_s']:.0f} s without; output "
-                  f"{c['relative_difference']:.1e} (relative) from eager."]
-    load, module = r["load"], r["module"]
-    memory_size = "{0}×{0}".format(r["memory"][0]["latent"] * 8)
-    lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} → {load['unet_dtype']}, onto "
-              f"{load['device']}; each in a fresh process): {load['ours_s']:.2f} s vs {load['read_s']:.2f} s to read its "
-              f"tensors (ratio {load['ratio']:.2f}); only moving them to that device and dtype: {load['minimum_s']:.2f} s.",
-              f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
-              f"for plain PyTorch (ratio {module['ratio']:.2f}).", "",
-              *sampling_markdown(r.get("sampling")),
-              f"| frames (context 16, {memory_size}) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) "
-              "| CUDA peak (GiB) |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {m['frames']} | {m['rss_peak_bytes'] / gib:.2f} | {m['rss_after_load_bytes'] / gib:.2f} | "
-              f"{(m['rss_peak_bytes'] - m['rss_after_load_bytes']) / gib:.2f} | {m['cuda_peak_bytes'] / gib:.2f} |"
-              for m in r["memory"]]
-    return "\n".join(lines) + "\n"
-
-
-def sampling_markdown(s):
-    if not s:
-        return []
-    gib = 1024 ** 3
-    return [f"Sampling {s['latent'] * 8}×{s['latent'] * 8}, {s['frames']} frames, {s['steps']} steps, {s['dtype']}:", "",
-            "| | s/step | peak allocated (GiB) | of it, loaded weights (GiB) |", "|---|---|---|---|",
-            *(f"| {label} | {s[f'{name}_s_per_step']:.3f} | {s[f'{name}_peak_bytes'] / gib:.2f} | "
-              f"{s[f'{name}_loaded_bytes'] / gib:.2f} |" for name, label in (("with", "with mm_v2"), ("without", "without"))),
-            f"| ratio | {s['ratio']:.3f} | | |", ""]
 
 
 if __name__ == "__main__":
