@@ -3,7 +3,13 @@ import pytest
 import torch
 
 import reference
-from animatediff.motion_module import MotionModel, detect_spec, read_state_dict, sinusoidal_positions
+from animatediff.motion_module import MotionModel, detect_spec, layers, read_state_dict, sinusoidal_positions
+from animatediff.motion_module.sequences import (PackedSequences, StridedSequences, block_diagonal_mask,
+                                                 sequences_per_row)
+
+LAYOUTS = {"packed (a GPU)": lambda x, frames: PackedSequences(x, frames, packs=True),
+           "unpacked (a CPU)": lambda x, frames: PackedSequences(x, frames, packs=False),
+           "strided (torch.compile)": StridedSequences}
 
 SMALL = (32, 64, 128, 128)
 
@@ -13,9 +19,12 @@ def small_model(fixtures_dir, version):
     return MotionModel.from_state_dict(detect_spec(sd), sd), sd
 
 
+# 30 positions a video: packed, 6, 15, 30 and 18 sequences share an attention row
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 @pytest.mark.parametrize("videos,frames", [(1, 16), (2, 8), (1, 1), (3, 5)])
-def test_every_module_matches_the_reference_math(fixtures_dir, version, videos, frames):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_module_matches_the_reference_math(fixtures_dir, monkeypatch, version, videos, frames, layout):
+    monkeypatch.setattr(layers, "sequences_for", LAYOUTS[layout])
     model, sd = small_model(fixtures_dir, version)
     torch.manual_seed(frames)
     for name, module in model.named_modules():
@@ -41,6 +50,33 @@ def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir):
     after = module(changed, 8)
     assert torch.equal(after[8:], both[8:])
     assert (after[:8] - both[:8]).abs().amax(dim=(1, 2, 3)).min() > 0  # every frame of video 1 sees it
+
+
+@pytest.mark.parametrize("sequences,frames,pack", [(2 * 64 * 64, 16, 8), (30, 16, 6), (13, 16, 1), (90, 5, 18),
+                                                   (30, 1, 30), (64, 32, 4), (64, 200, 1)])
+def test_sequences_are_packed_into_rows_of_about_128_tokens(sequences, frames, pack):
+    assert sequences_per_row(sequences, frames) == pack
+
+
+def test_the_packing_mask_keeps_each_sequence_to_itself():
+    mask = block_diagonal_mask(3, 2, torch.empty(0, dtype=torch.float16))
+    allowed = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0],
+                            [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    assert mask.dtype == torch.float16
+    assert torch.equal(mask == 0, allowed) and torch.equal(mask == float("-inf"), ~allowed)
+    assert block_diagonal_mask(1, 16, torch.empty(0)) is None
+
+
+def test_attention_that_returns_the_tokens_layout_gives_the_same_numbers(fixtures_dir, monkeypatch):
+    """What ComfyUI's attention_pytorch does when it splits a batch over 2**15 (on NVIDIA cards)."""
+    def tokens_layout(q, k, v, heads, mask=None, **kwargs):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+    monkeypatch.setattr(layers, "sequences_for", LAYOUTS["packed (a GPU)"])
+    model, sd = small_model(fixtures_dir, "v2")
+    x = torch.randn(16, 32, 13, 5)  # 65 sequences, 5 a row
+    expected = reference.motion_module(sd, "down_blocks.0.motion_modules.1", x, 16)
+    assert (model.down_blocks[0].motion_modules[1](x, 16, tokens_layout) - expected).abs().max() <= 1e-5
 
 
 def test_motion_scale_one_is_the_original_and_other_scales_change_the_output(fixtures_dir):
