@@ -88,6 +88,7 @@ class StridedSequences:
 
 
 def sequences_for(x: torch.Tensor, frames: int):
+    """The layout of one module call: strided while torch.compile traces it, otherwise by sequence, packed on a GPU."""
     if torch.compiler.is_compiling():
         return StridedSequences(x, frames)
     return PackedSequences(x, frames, packs=x.device.type != "cpu")

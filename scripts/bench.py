@@ -95,14 +95,19 @@ def interleaved_seconds(runs, frames, latent, rounds):
 
 def overhead(base, motion, frames, latent, rounds):
     """Median seconds per UNet call with and without the module, and the FLOP floor: the ratio of the two
-    calls' FLOPs (torch's counter), counted during the warm-up calls."""
+    calls' FLOPs (torch's counter), counted during the warm-up calls, for the original math: one attention per
+    sequence of frames (on a GPU, packed rows also compute the scores their mask drops)."""
+    from unittest import mock
+
     from torch.utils.flop_counter import FlopCounterMode
 
+    from animatediff.motion_module import layers, sequences
     from animatediff.patching.motion import apply_motion_model
     runs = {"with": apply_motion_model(base, motion, 1.0, "autoselect"), "without": base}
     flops = {}
     for name, patcher in runs.items():
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, mock.patch.object(layers, "sequences_for",
+                                                                           sequences.StridedSequences):
             unet_call(patcher, frames, latent)()
         flops[name] = counter.get_total_flops()
     seconds = interleaved_seconds(runs, frames, latent, rounds)
