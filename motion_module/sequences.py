@@ -9,7 +9,8 @@ HEADS = 8
 
 # Attention kernels on a GPU work in tiles of 64–128 queries, and one sequence of 16 frames leaves most of a tile
 # empty. Rows of about this many tokens, several sequences kept apart by a mask, fill them: the C=320 module at
-# 512×512 is 22 % faster on an H200. A CPU gains nothing from it (0.91–1.14× with the mask, within its noise).
+# 512×512 is 22 % faster on an H200. A CPU gains nothing from it (0.91–1.14× with the mask, within its noise;
+# regrouped without packing, a UNet call 0.96×), so it keeps the strided layout.
 PACKED_TOKENS = 128
 
 
@@ -33,10 +34,10 @@ def block_diagonal_mask(pack: int, frames: int, like: torch.Tensor) -> torch.Ten
 class PackedSequences:
     """Tokens (b h w) f c: each sequence's frames contiguous, so rows of several sequences are views."""
 
-    def __init__(self, x: torch.Tensor, frames: int, packs: bool = True):
+    def __init__(self, x: torch.Tensor, frames: int):
         self.frames = frames
         _, _, height, width = x.shape
-        self.pack = sequences_per_row(x.shape[0] // frames * height * width, frames) if packs else 1
+        self.pack = sequences_per_row(x.shape[0] // frames * height * width, frames)
         self.mask = block_diagonal_mask(self.pack, frames, x)
 
     def tokens(self, x):
@@ -63,8 +64,8 @@ class StridedSequences:
     """Tokens (b f) (h w) c, as the UNet has them; each position's frames are a strided view, one sequence per
     attention row.
 
-    The layout under torch.compile: inductor fuses this one its own way, and the packed layout's size arithmetic
-    kept a recompile for a second frame count (automatic dynamic shapes) in sympy for minutes.
+    The layout on a CPU, and under torch.compile: inductor fuses this one its own way, and the packed layout's size
+    arithmetic kept a recompile for a second frame count (automatic dynamic shapes) in sympy for minutes.
     """
     mask = None
 
@@ -88,7 +89,7 @@ class StridedSequences:
 
 
 def sequences_for(x: torch.Tensor, frames: int):
-    """The layout of one module call: strided while torch.compile traces it, otherwise by sequence, packed on a GPU."""
-    if torch.compiler.is_compiling():
+    """Packed on a GPU, strided on a CPU and while torch.compile traces the call."""
+    if torch.compiler.is_compiling() or x.device.type == "cpu":
         return StridedSequences(x, frames)
-    return PackedSequences(x, frames, packs=x.device.type != "cpu")
+    return PackedSequences(x, frames)

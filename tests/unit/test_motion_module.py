@@ -7,9 +7,7 @@ from animatediff.motion_module import MotionModel, detect_spec, layers, read_sta
 from animatediff.motion_module.sequences import (PackedSequences, StridedSequences, block_diagonal_mask,
                                                  sequences_per_row)
 
-LAYOUTS = {"packed (a GPU)": lambda x, frames: PackedSequences(x, frames, packs=True),
-           "unpacked (a CPU)": lambda x, frames: PackedSequences(x, frames, packs=False),
-           "strided (torch.compile)": StridedSequences}
+LAYOUTS = {"packed (a GPU)": PackedSequences, "strided (a CPU, torch.compile)": StridedSequences}
 
 SMALL = (32, 64, 128, 128)
 
