@@ -36,10 +36,12 @@ def test_every_module_matches_the_reference_math(fixtures_dir, monkeypatch, vers
         assert (ours - x).abs().max().item() > 1e-2  # the module really moves the features
 
 
-def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir):
+@pytest.mark.parametrize("layout", LAYOUTS)  # packed: 10 sequences a row, and the third holds both videos
+def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir, monkeypatch, layout):
+    monkeypatch.setattr(layers, "sequences_for", LAYOUTS[layout])
     model, _ = small_model(fixtures_dir, "v2")
     module = model.down_blocks[0].motion_modules[0]
-    x = torch.randn(2 * 8, 32, 4, 4)
+    x = torch.randn(2 * 8, 32, 5, 5)
     both = module(x, 8)
     alone = module(x[8:], 8)
     assert torch.allclose(both[8:], alone, atol=1e-6)
