@@ -41,10 +41,11 @@ def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir, monke
     monkeypatch.setattr(layers, "sequences_for", LAYOUTS[layout])
     model, _ = small_model(fixtures_dir, "v2")
     module = model.down_blocks[0].motion_modules[0]
+    torch.manual_seed(0)
     x = torch.randn(2 * 8, 32, 5, 5)
     both = module(x, 8)
-    alone = module(x[8:], 8)
-    assert torch.allclose(both[8:], alone, atol=1e-6)
+    alone = module(x[8:], 8)  # packed: other rows, so fp32 rounding in another order
+    assert (both[8:] - alone).abs().max() <= 1e-5
     changed = x.clone()
     changed[3] += 1.0  # a frame of the first video
     after = module(changed, 8)
