@@ -9,6 +9,7 @@ import safetensors.torch
 import torch
 
 from ..errors import ModelFileError
+from .layers import TORCH_OPS
 from .model import MotionModel, MotionModelSpec
 
 
@@ -81,7 +82,14 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
 
 
 def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> MotionModelSpec:
-    """Tells family and version from the keys (FORMATS.md §1), refusing anything this pack cannot run."""
+    """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
+    that model, refusing anything this pack cannot run."""
+    spec = _spec_from_keys(state_dict, path)
+    _check_layout(spec, _expected_shapes(spec), state_dict, path)
+    return spec
+
+
+def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpec:
     keys = list(state_dict)
     foreign = _foreign_kind(keys)
     if foreign:
@@ -119,10 +127,8 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     pe = next(state_dict[k] for k in motion_keys if k.endswith(PE_SUFFIX))
     max_frames = pe.shape[1] if pe.ndim == 3 else 0
     version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
-    spec = MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
+    return MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
                            mid_channels=mid, max_frames=max_frames)
-    _check_layout(spec, state_dict, path)
-    return spec
 
 
 def _block_channels(modules, kind, path) -> list[int]:
@@ -139,13 +145,11 @@ def _block_channels(modules, kind, path) -> list[int]:
 
 @functools.lru_cache(maxsize=8)
 def _expected_shapes(spec: MotionModelSpec) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        return {k: v.shape for k, v in MotionModel(spec).state_dict().items()}
+    return MotionModel.without_weights(spec).shapes()
 
 
-def _check_layout(spec: MotionModelSpec, state_dict, path):
+def _check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_dict, path):
     """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
-    expected = _expected_shapes(spec)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k])
@@ -180,10 +184,13 @@ def _narrows(source: torch.dtype, target: torch.dtype) -> bool:
     return torch.finfo(target).max < torch.finfo(source).max
 
 
-def load_motion_model(path, ops=None, dtype: torch.dtype | None = None) -> MotionModel:
+def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> MotionModel:
     """Reads, checks and builds the motion model of a file; weights are cast to `dtype` when given."""
     original = read_state_dict(path)
-    spec = detect_spec(original, path)
+    spec = _spec_from_keys(original, path)
+    # the one model this load builds, still without weights, is also the layout the file is checked against
+    model = MotionModel.without_weights(spec, ops)
+    _check_layout(spec, model.shapes(), original, path)
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}
@@ -195,5 +202,4 @@ def load_motion_model(path, ops=None, dtype: torch.dtype | None = None) -> Motio
     if broken:
         raise ModelFileError(path, f"has NaN or infinite values (e.g. in `{broken}`).",
                              "The file is damaged, or was saved from a training run that diverged.")
-    kwargs = {"ops": ops} if ops is not None else {}
-    return MotionModel.from_state_dict(spec, state_dict, **kwargs)
+    return model.take_weights(state_dict)

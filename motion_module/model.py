@@ -42,9 +42,20 @@ class MotionModel(nn.Module):
         self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops) if spec.mid_channels else None
 
     @classmethod
-    def from_state_dict(cls, spec: MotionModelSpec, state_dict: dict, ops=TORCH_OPS) -> "MotionModel":
-        """Builds the model around the given tensors without allocating (or initialising) weights twice."""
+    def without_weights(cls, spec: MotionModelSpec, ops=TORCH_OPS) -> "MotionModel":
+        """The structure only, on the meta device: nothing allocated or initialised. Its shapes are the layout
+        a file must have; take_weights then fills it."""
         with torch.device("meta"):
-            model = cls(spec, ops)
-        model.load_state_dict(state_dict, strict=True, assign=True)
-        return model.eval().requires_grad_(False)
+            return cls(spec, ops)
+
+    def shapes(self) -> dict[str, torch.Size]:
+        return {k: v.shape for k, v in self.state_dict().items()}
+
+    def take_weights(self, state_dict: dict) -> "MotionModel":
+        """The given tensors become the weights as they are, so no weight is allocated twice."""
+        self.load_state_dict(state_dict, strict=True, assign=True)
+        return self.eval().requires_grad_(False)
+
+    @classmethod
+    def from_state_dict(cls, spec: MotionModelSpec, state_dict: dict, ops=TORCH_OPS) -> "MotionModel":
+        return cls.without_weights(spec, ops).take_weights(state_dict)
