@@ -149,8 +149,8 @@ LOAD_KINDS = {
 def load_time(rounds):
     """Loading mm_v2 with our loader, against reading the file's tensors and against the least a loader must do to
     put them on the device, each in a fresh process (a user's first load; no allocator state carried over from
-    another), alternating. Where the loader's child also times ComfyUI moving the model to the device, as the first
-    sampling step does for every model."""
+    another), alternating. The loader's child also times ComfyUI moving the model to the device afterwards, as the
+    first sampling step does for every model."""
     import comfy.model_management
     runs = {which: [] for which in LOAD_KINDS}
     for _ in range(rounds):
