@@ -173,7 +173,8 @@ def wait_for(tensors):
 
 
 def load_child(which):
-    """Runs in a fresh process: one of LOAD_KINDS; prints the seconds."""
+    """Runs in a fresh process: one of LOAD_KINDS; prints its seconds (for ours, also those of the move to the
+    device)."""
     setup_comfy()
     import comfy.model_management
 
