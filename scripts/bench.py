@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import markdown, save  # noqa: E402
 from make_fixtures import comfyui_path, fixtures_dir  # noqa: E402
+from operation_costs import CARDS, OperationCosts  # noqa: E402
 
 PACK = Path(__file__).resolve().parents[1]
 VERSIONS = ("v1", "v2", "v3")
@@ -95,24 +96,56 @@ def interleaved_seconds(runs, frames, latent, rounds):
 
 def overhead(base, motion, frames, latent, rounds):
     """Median seconds per UNet call with and without the module, and the FLOP floor: the ratio of the two
-    calls' FLOPs (torch's counter), counted during the warm-up calls, for the original math: one attention per
+    calls' FLOPs (torch's formulas), counted during the warm-up calls, for the original math: one attention per
     sequence of frames (on a GPU, packed rows also compute the scores their mask drops)."""
     from unittest import mock
-
-    from torch.utils.flop_counter import FlopCounterMode
 
     from animatediff.motion_module import layers, sequences
     from animatediff.patching.motion import apply_motion_model
     runs = {"with": apply_motion_model(base, motion, 1.0, "autoselect"), "without": base}
     flops = {}
     for name, patcher in runs.items():
-        with FlopCounterMode(display=False) as counter, mock.patch.object(layers, "sequences_for",
-                                                                           sequences.StridedSequences):
+        with OperationCosts() as costs, mock.patch.object(layers, "sequences_for", sequences.StridedSequences):
             unet_call(patcher, frames, latent)()
-        flops[name] = counter.get_total_flops()
+        flops[name] = costs.flops
     seconds = interleaved_seconds(runs, frames, latent, rounds)
     a, b = seconds["with"], seconds["without"]
     return {"with_s": a, "without_s": b, "ratio": a / b, "flop_floor": flops["with"] / flops["without"]}
+
+
+def roofline(base, motions, frames, latent):
+    """The ratio each card's spec-sheet peaks allow when the UNet runs one operation at a time, each at the slower
+    of its FLOP and its byte limit: costed on fake tensors (nothing computed), as a GPU runs the call (fp16,
+    packed temporal attention, PyTorch's SDPA for the spatial attention too)."""
+    from unittest import mock
+
+    import comfy.ldm.modules.attention
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from animatediff.motion_module import layers, sequences
+    from animatediff.patching.motion import apply_motion_model
+
+    def sdpa(func, *args, **kwargs):
+        return comfy.ldm.modules.attention.attention_pytorch(*args, **kwargs)
+
+    runs = {"without": base, **{v: apply_motion_model(base, m, 1.0, "autoselect") for v, m in motions.items()}}
+    costs = {}
+    for name, patcher in runs.items():
+        patcher = patcher.clone()
+        patcher.model_options["transformer_options"]["optimized_attention_override"] = sdpa
+        call = unet_call(patcher, frames, latent)  # real: it loads the models and makes the inputs
+        with FakeTensorMode(allow_non_fake_inputs=True), OperationCosts() as costs[name], \
+                mock.patch.object(layers, "sequences_for", sequences.PackedSequences):
+            call()
+    cards = {}
+    for card in CARDS:
+        base_s = costs["without"].roofline_seconds(card)
+        by_operation = costs["v2"].roofline_seconds_by_operation(card)
+        by_operation.subtract(costs["without"].roofline_seconds_by_operation(card))
+        cards[card] = {"without_ms": base_s * 1e3,
+                       **{v: costs[v].roofline_seconds(card) / base_s for v in motions},
+                       "v2_module_ms_by_operation": {k: s * 1e3 for k, s in by_operation.most_common() if s > 0}}
+    return {"latent": latent, "frames": frames, "versions": list(motions), "peaks": CARDS, "cards": cards}
 
 
 def compiled_overhead(base, motion, frames, latent, rounds):
@@ -361,6 +394,8 @@ def main(argv=None):
             row = {"version": version, "latent": latent, **overhead(base, motion, frames, latent, rounds)}
             report["overhead"].append(row)
             print(json.dumps(row), flush=True)
+    report["roofline"] = roofline(base, motions, frames, 8 if args.quick else 64)
+    print(json.dumps(report["roofline"]["cards"]), flush=True)
     report["module"] = module_micro(rounds, size=16 if args.quick else 64)
     print(json.dumps(report["module"]), flush=True)
     if gpu or args.quick:

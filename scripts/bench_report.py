@@ -22,6 +22,7 @@ def markdown(r):
                   "Compiled: both models under the core TorchCompileModel node's wrapper (inductor); first calls "
                   f"{c['with_first_call_s']:.0f} s with the module, {c['without_first_call_s']:.0f} s without; output "
                   f"{c['relative_difference']:.1e} (relative) from eager."]
+    lines += roofline_markdown(r.get("roofline"))
     load, module = r["load"], r["module"]
     memory_size = "{0}×{0}".format(r["memory"][0]["latent"] * 8)
     lines += ["", f"Load of mm_v2.safetensors ({load['file_dtype']} file, {load['unet_dtype']} UNet; each in a fresh "
@@ -39,6 +40,20 @@ def markdown(r):
               f"{(m['rss_peak_bytes'] - m['rss_after_load_bytes']) / gib:.2f} | {m['cuda_peak_bytes'] / gib:.2f} |"
               for m in r["memory"]]
     return "\n".join(lines) + "\n"
+
+
+def roofline_markdown(roofline):
+    if not roofline:
+        return []
+    size, versions = roofline["latent"] * 8, roofline["versions"]
+    return ["", f"Roofline ratio at {size}×{size}, {roofline['frames']} frames: both models run one operation at a time, "
+            "each at the slower of its FLOPs at the card's peak and its bytes at the card's bandwidth "
+            "(spec sheets; fp16, as a GPU runs the call).", "",
+            "| card (peak FLOP/s, bytes/s) | without (ms) | " + " | ".join(versions) + " |",
+            "|---|---|" + "---|" * len(versions),
+            *(f"| {card} ({roofline['peaks'][card][0] / 1e12:.0f} TFLOP/s, {roofline['peaks'][card][1] / 1e12:.2f} TB/s) | "
+              f"{c['without_ms']:.1f} | " + " | ".join(f"{c[v]:.3f}" for v in versions) + " |"
+              for card, c in roofline["cards"].items())]
 
 
 def sampling_markdown(s):

@@ -16,7 +16,9 @@ def test_benchmark_quick_run_reports_every_figure(tmp_path):
     (row,) = report["overhead"]
     assert row["version"] == "v2" and row["with_s"] > 0 and row["without_s"] > 0
     assert 1.2 < row["flop_floor"] < 1.6  # the module adds about a third of the UNet's FLOPs
+    rooflines = [card["v2"] for card in report["roofline"]["cards"].values()]
+    assert len(rooflines) == 4 and all(1 < r < 2 for r in rooflines)
     assert all(report["load"][k] > 0 for k in ("ours_s", "read_s", "to_device_s", "minimum_s")) and report["module"]["ratio"] > 0
     assert [m["frames"] for m in report["memory"]] == [8, 16]
     assert all(m["rss_peak_bytes"] >= m["rss_after_load_bytes"] > 0 for m in report["memory"])
-    assert "FLOP floor" in (tmp_path / "bench.md").read_text()
+    assert "FLOP floor" in (tmp_path / "bench.md").read_text() and "Roofline ratio" in (tmp_path / "bench.md").read_text()
