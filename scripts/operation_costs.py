@@ -1,9 +1,10 @@
-"""What each operation of a call costs, and how long a card's spec-sheet peaks say it must take.
+"""What each operation of a call costs, and how long it would take at a card's spec-sheet peaks.
 
 FLOPs come from torch's own formulas (torch.utils.flop_counter). Bytes are what the operation reads and writes if
 each of its tensors crosses memory once: a broadcast operand counts its distinct elements, a view counts nothing.
 An operation's roofline time is the slower of its FLOPs at the card's peak rate and its bytes at the card's
-bandwidth. Under FakeTensorMode nothing is computed, so a 512×512 call can be costed on any machine.
+bandwidth: a model, not a bound (tensors that stay in a GPU's L2 cache can beat it). Under FakeTensorMode nothing
+is computed, so a 512×512 call can be costed on any machine.
 """
 from collections import Counter
 from dataclasses import dataclass
