@@ -21,4 +21,5 @@ def test_benchmark_quick_run_reports_every_figure(tmp_path):
     assert all(report["load"][k] > 0 for k in ("ours_s", "read_s", "to_device_s", "minimum_s")) and report["module"]["ratio"] > 0
     assert [m["frames"] for m in report["memory"]] == [8, 16]
     assert all(m["rss_peak_bytes"] >= m["rss_after_load_bytes"] > 0 for m in report["memory"])
-    assert "FLOP floor" in (tmp_path / "bench.md").read_text() and "Roofline ratio" in (tmp_path / "bench.md").read_text()
+    tables = (tmp_path / "bench.md").read_text()
+    assert "FLOP floor" in tables and "Roofline ratio" in tables
