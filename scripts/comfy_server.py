@@ -4,6 +4,7 @@ Started as `main.py --cpu` (or on the GPU when asked) from the host of scripts/h
 temporary model, input, output and user folders, so it never touches a user's ComfyUI data.
 """
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,11 +27,14 @@ def free_port() -> int:
 
 class ComfyServer:
     """`with ComfyServer(comfyui, models={"checkpoints": {...}}) as server:` — models maps a folder name to
-    {file name: path}; each file is linked into the server's own model folder under that name."""
+    {file name: path}; each file is linked into the server's own model folder under that name. `env` adds to
+    the environment the server process inherits."""
 
-    def __init__(self, comfyui_path, models: dict[str, dict[str, Path]], gpu=False, python=sys.executable):
+    def __init__(self, comfyui_path, models: dict[str, dict[str, Path]], gpu=False, python=sys.executable,
+                 env: dict[str, str] | None = None):
         self.comfyui_path = Path(comfyui_path)
         self.models, self.gpu, self.python = models, gpu, python
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
@@ -56,7 +60,8 @@ class ComfyServer:
             args.append("--cpu")
         self.log_path = root / "server.log"
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(args, cwd=self.comfyui_path, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, cwd=self.comfyui_path, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.env)
         self._wait_until_up(timeout=180)
         return self
 
