@@ -128,6 +128,7 @@ class MotionModule(nn.Module):
 
     def __init__(self, channels: int, max_len: int, ops=TORCH_OPS):
         super().__init__()
+        self.channels = channels
         self.temporal_transformer = TemporalTransformer(channels, max_len, ops)
 
     @property

@@ -1,4 +1,5 @@
 """A whole motion model: the motion modules of every UNet block, under the checkpoints' own names."""
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,12 @@ class MotionModelSpec:
     def module_count(self) -> int:
         return (len(self.down_channels) * self.modules_per_down_block
                 + len(self.up_channels) * self.modules_per_up_block + (self.mid_channels is not None))
+
+
+@functools.lru_cache(maxsize=8)  # a model has 3-4 distinct channel counts
+def module_shapes(channels: int, max_len: int) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        return {k: v.shape for k, v in MotionModule(channels, max_len).state_dict().items()}
 
 
 class MotionBlock(nn.Module):
@@ -49,7 +56,12 @@ class MotionModel(nn.Module):
             return cls(spec, ops)
 
     def shapes(self) -> dict[str, torch.Size]:
-        return {k: v.shape for k, v in self.state_dict().items()}
+        """Every weight's name and shape: the layout a file must have.
+
+        Read off plain torch layers, not this model's own: layers may create their weights only when loaded
+        (ComfyUI's ops do under dynamic VRAM), and until then have none to read."""
+        return {f"{name}.{key}": shape for name, module in self.named_modules() if isinstance(module, MotionModule)
+                for key, shape in module_shapes(module.channels, module.max_frames).items()}
 
     def take_weights(self, state_dict: dict) -> "MotionModel":
         """The given tensors become the weights as they are, so no weight is allocated twice."""

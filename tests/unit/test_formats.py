@@ -1,9 +1,11 @@
 """Detection of every fixture and the refusal, with a clear message, of everything else."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
 import torch
+from torch import nn
 
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
@@ -125,3 +127,31 @@ def test_damaged_layouts_name_the_bad_weight(tmp_path):
     assert "wrong shape" in refusal(tmp_path, "shape.safetensors", {**sd, key: torch.zeros(3, 3)})
     ints = {**sd, key: sd[key].to(torch.int32)}
     assert "not floating point" in refusal(tmp_path, "int.safetensors", ints)
+
+
+class LinearWeightsWhenLoaded(nn.Linear):
+    """A Linear with no weights until a state dict is loaded into it, as ComfyUI's ops build them under dynamic
+    VRAM (so that a model being loaded never holds its memory twice)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = self.bias = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        for name in ("weight", "bias"):
+            if prefix + name in state_dict:
+                setattr(self, name, nn.Parameter(state_dict[prefix + name], requires_grad=False))
+
+
+def test_layers_that_get_their_weights_when_loaded_are_checked_and_loaded_the_same(tmp_path):
+    ops = SimpleNamespace(Linear=LinearWeightsWhenLoaded, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm)
+    sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
+    safetensors.torch.save_file(sd, tmp_path / "mm.safetensors")
+    loaded = load_motion_model(tmp_path / "mm.safetensors", ops=ops).state_dict()
+    assert set(loaded) == set(sd) and all(torch.equal(loaded[k], v) for k, v in sd.items())
+
+    key = "down_blocks.1.motion_modules.0.temporal_transformer.transformer_blocks.0.ff.net.2.weight"
+    safetensors.torch.save_file({**sd, key: torch.zeros(64, 64)}, tmp_path / "shape.safetensors")
+    with pytest.raises(ModelFileError, match=f"wrong shape \\(e.g. `{key}` is \\(64, 64\\), expected \\(64, 256\\)"):
+        load_motion_model(tmp_path / "shape.safetensors", ops=ops)
