@@ -166,20 +166,25 @@ def per_frame_controls(conds) -> list:
     return list(found.values())
 
 
+# What a control prepares from its hints and reuses while they stay the same size: ControlNet's resized hints,
+# a T2I-Adapter's features; single slots in ComfyUI 0.3.75, maps keyed by size in later versions.
+HINT_CACHES = ("cond_hint", "control_input", "cond_hints", "control_inputs")
+
+
 @contextlib.contextmanager
 def window_hints(controls: list, window: list[int]):
-    """Gives each control the hints of the window's frames (and drops what it cached from other hints),
-    then puts back exactly what it had."""
-    saved = [(c, c.cond_hint_original, c.cond_hint, getattr(c, "control_input", None)) for c in controls]
+    """Gives each control the hints of the window's frames, with empty caches (every window has the same size,
+    so a cache would hand it another window's hints), then puts back exactly what it had."""
+    saved = [(c, c.cond_hint_original, {name: getattr(c, name) for name in HINT_CACHES if hasattr(c, name)})
+             for c in controls]
     try:
-        for control, hints, _, _ in saved:
+        for control, hints, caches in saved:
             control.cond_hint_original = _cyclic(hints, window)
-            control.cond_hint = None
-            if isinstance(control, T2IAdapter):
-                control.control_input = None  # the adapter's features of the previous hints
+            for name, cache in caches.items():
+                setattr(control, name, {} if isinstance(cache, dict) else None)
         yield
     finally:
-        for control, hints, cached, control_input in saved:
-            control.cond_hint_original, control.cond_hint = hints, cached
-            if isinstance(control, T2IAdapter):
-                control.control_input = control_input
+        for control, hints, caches in saved:
+            control.cond_hint_original = hints
+            for name, cache in caches.items():
+                setattr(control, name, cache)

@@ -10,6 +10,7 @@ import comfy.ops
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
+import comfy.t2i_adapter.adapter
 import nodes
 import pytest
 import torch
@@ -48,6 +49,14 @@ def tiny_controlnet(seed):
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", operations=comfy.ops.disable_weight_init, **config)
     random_fill(net, seed)
     return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
+
+
+def tiny_t2i_adapter(seed):
+    """A random SD1.5 T2I-Adapter (comfy.t2i_adapter) whose features match the tiny UNet's blocks."""
+    adapter = comfy.t2i_adapter.adapter.Adapter(channels=[32, 64, 128, 128], nums_rb=1, cin=3 * 64, ksize=1, sk=True,
+                                                use_conv=False, xl=False)
+    random_fill(adapter, seed)
+    return comfy.controlnet.T2IAdapter(adapter, 3, 8, "nearest-exact", device=torch.device("cpu"))
 
 
 def hint_images(values, size=64):
@@ -138,6 +147,28 @@ def test_each_window_receives_exactly_its_frames_prompts_and_hints(base):
     # every ControlNet holds its own hints again, as it was handed them
     assert all(c.cond_hint_original is hints for c, hints in originals)
 
+
+def test_a_t2i_adapter_computes_each_windows_features_from_the_windows_frames(base):
+    """A T2I-Adapter keeps its features while the hints keep their size, which every window's do: each window
+    must still get features of its own frames."""
+    frames, length, overlap = 10, 4, 1
+    values = [(i + 1) / 64 for i in range(frames)]
+    adapter = tiny_t2i_adapter(4)
+    positive, negative = with_controlnet(frame_prompts(frames), flat_prompt(-1.0), adapter, values)
+    applied = control_chain(positive)[0]
+    original_hints = applied.cond_hint_original
+    seen, record = [], []
+    hook = adapter.t2i_model.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 0, 0, 0].tolist()))
+    try:
+        ksample(probe(with_windows(base, length, overlap), record), frames=frames, steps=2,
+                positive=positive, negative=negative)
+    finally:
+        hook.remove()
+
+    calls = [r for r in record if r["kind"] == "unet"]
+    assert [c["ad_params"]["sub_idxs"] for c in calls] == 2 * windows("static", frames, length, overlap, 1, False, 0)
+    assert seen == [[values[f] for f in call["ad_params"]["sub_idxs"]] * len(call["order"]) for call in calls]
+    assert applied.cond_hint_original is original_hints and applied.control_input is None
 
 def test_windows_of_independent_frames_give_the_unwindowed_result(base):
     """Without a motion module frames do not interact, so windowing + fusing (weights summing to one) must
