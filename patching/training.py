@@ -80,6 +80,10 @@ def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: 
     if frames > motion.model.spec.max_frames:
         raise AnimateDiffError(f"frames={frames} > {motion.model.spec.max_frames}, the most this motion module "
                                "handles in one window: lower frames.")
+    if getattr(model, "is_dynamic", lambda: False)():
+        # Newer ComfyUIs' dynamic VRAM streams weights through shared buffers, where autograd cannot keep them
+        # for the backward pass; a plain patcher of the same model is their own way out (as for weight hooks).
+        model = model.get_non_dynamic_delegate()
     patched = apply_motion_model(model, motion, 1.0, BetaSchedule.ANIMATEDIFF_LINEAR)
     comfy.model_management.load_models_gpu([patched])  # injects the motion layers; loads the module too
     device = patched.load_device
