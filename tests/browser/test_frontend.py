@@ -29,11 +29,11 @@ SET_WIDGET = f"""([type, name, value, redraw]) => {{
     widget.callback?.(value, app.canvas, node);  // what a widget does when a user changes it
     if (redraw) app.graph.setDirtyCanvas(true, true);
 }}"""
-INSERT_CONTEXT_WINDOWS = f"""() => {{
+INSERT_CONTEXT_WINDOWS = f"""(pos = [880, 470]) => {{
     const find = {FIND_NODE};
     const apply = find("AnimateDiff_ApplyMotionModule"), sampler = find("AnimateDiff_Sampler");
     const context = LiteGraph.createNode("AnimateDiff_ContextWindows");
-    context.pos = [880, 470];
+    context.pos = pos;
     app.graph.add(context);
     apply.connect(0, context, 0);
     context.connect(0, sampler, 0);
@@ -45,6 +45,14 @@ NODE_RECT = f"""([type, x, y, width, height]) => {{
     const [left, top] = app.canvasPosToClientPos([node.pos[0] + x, node.pos[1] + y]);
     const [right, bottom] = app.canvasPosToClientPos([node.pos[0] + x + width, node.pos[1] + y + height]);
     return {{x: left, y: top, width: right - left, height: bottom - top}};
+}}"""
+
+# Where the timeline is on the page: its own canvas element.
+TIMELINE_RECT = f"""() => {{
+    const node = ({FIND_NODE})('AnimateDiff_ContextWindows');
+    const {{x, y, width, height}} = node.widgets.find((w) => w.name === 'animatediff_timeline').element
+        .getBoundingClientRect();
+    return {{x, y, width, height}};
 }}"""
 
 
@@ -181,11 +189,7 @@ def test_timeline_draws_the_windows_and_follows_the_widgets(page, screenshots):
     # pyramid: frame 12 is the 1st frame of window 1 (weight 1) and the 4th from the end of window 0 (weight 4)
     assert timeline["weights"][1][:5] == pytest.approx([1 / 5, 2 / 5, 3 / 5, 4 / 5, 1])
 
-    timeline_rect = page.evaluate(f"""() => {{
-        const node = ({FIND_NODE})('AnimateDiff_ContextWindows');
-        const widget = node.widgets.find((w) => w.name === 'animatediff_timeline');
-        return ({NODE_RECT})(['AnimateDiff_ContextWindows', 15, widget.y, node.size[0] - 30, 106]);
-    }}""")
+    timeline_rect = page.evaluate(TIMELINE_RECT)
     before = screenshot(page, screenshots / "timeline-16-4.png", timeline_rect)
     for colour in WINDOW_COLOURS[:3]:  # one bar colour per window, and no fourth
         assert pixels_near(before, colour) > 30, colour
@@ -352,3 +356,43 @@ def test_graphs_without_the_packs_nodes_are_left_alone(page):
     page.evaluate("() => app.graph.setDirtyCanvas(true, true)")
     page.wait_for_timeout(500)  # frames drawn with the extension loaded; the page fixture checks for errors
     assert page.evaluate("() => (app.graph.nodes ?? app.graph._nodes).filter((n) => n.animatediff).length") == 0
+
+
+def test_timeline_in_the_vue_node_design(page, screenshots):
+    """ComfyUI's Vue node design ("Nodes 2.0") lays nodes out as page elements: the timeline must sit inside its
+    node there too, and follow the latent's frame count."""
+    set_vue_nodes = "async (on) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+    page.evaluate(set_vue_nodes, True)
+    try:
+        load_tiny_txt2vid(page, frames=40)
+        page.evaluate(INSERT_CONTEXT_WINDOWS, [3000, 3000])  # away from the other nodes
+        page.evaluate("""() => {  // and in view
+            const ds = app.canvas.ds;
+            ds.offset[0] = 600 / ds.scale - 3000;
+            ds.offset[1] = 200 / ds.scale - 3000;
+            app.canvas.setDirty(true, true);
+        }""")
+        page.wait_for_function(f"() => ({FIND_NODE})('AnimateDiff_ContextWindows').animatediff?.timeline?.frames === 40")
+        page.wait_for_timeout(500)  # laid out and drawn
+        node_rect = page.evaluate(f"""() => {{
+            const id = ({FIND_NODE})('AnimateDiff_ContextWindows').id;
+            const {{x, y, width, height}} = document.querySelector(`[data-node-id="${{id}}"]`).getBoundingClientRect();
+            return {{x, y, width, height}};
+        }}""")
+        timeline_rect = page.evaluate(TIMELINE_RECT)
+        assert timeline_rect["height"] > 50 and timeline_rect["width"] > 100
+        assert node_rect["x"] <= timeline_rect["x"] and timeline_rect["x"] + timeline_rect["width"] <= node_rect["x"] + node_rect["width"]
+        assert node_rect["y"] <= timeline_rect["y"] and timeline_rect["y"] + timeline_rect["height"] <= node_rect["y"] + node_rect["height"]
+        image = screenshot(page, screenshots / "vue-timeline-40.png", timeline_rect)
+        for colour in WINDOW_COLOURS[:3]:
+            assert pixels_near(image, colour) > 30, colour
+        assert pixels_near(image, WINDOW_COLOURS[3]) == 0
+
+        set_widget(page, "EmptyLatentImage", "batch_size", 64)  # another node: the timeline follows it
+        page.wait_for_function(f"() => ({FIND_NODE})('AnimateDiff_ContextWindows').animatediff.timeline.frames === 64")
+        page.wait_for_timeout(300)
+        image = screenshot(page, screenshots / "vue-timeline-64.png", page.evaluate(TIMELINE_RECT))
+        for colour in WINDOW_COLOURS[:5]:  # 5 windows of 16 with overlap 4 over 64 frames
+            assert pixels_near(image, colour) > 30, colour
+    finally:
+        page.evaluate(set_vue_nodes, False)

@@ -1,7 +1,8 @@
-// The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and a
-// warning on the motion-module and sampler nodes when a latent holds more frames than the motion module can
-// see at once. Only the public extension API and LiteGraph node methods are used, everything is
-// feature-detected, and drawing errors are caught: a front-end update may hide these aids, never break a graph.
+// The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes (in both
+// the canvas and the Vue node designs), and a warning drawn below the motion-module and sampler nodes (canvas
+// design) when a latent holds more frames than the motion module can see at once. Only the public extension
+// API and LiteGraph node methods are used, everything is feature-detected, and drawing errors are caught: a
+// front-end update may hide these aids, never break a graph.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { checkSettings, contextWindows, windowWeights } from "./context_schedule.js";
@@ -195,52 +196,54 @@ function computeTimeline(node) {
 
 const HUES = [205, 35, 140, 285, 0, 95];
 
-function drawTimeline(ctx, node, width, y) {
-  const t = computeTimeline(node);
-  node.animatediff = { ...node.animatediff, timeline: t };
-  const left = 15, right = width - 15, span = right - left, bottom = y + TIMELINE_HEIGHT - 4;
+function drawTimeline(ctx, t, width) {
+  const bottom = TIMELINE_HEIGHT - 4;
   ctx.save();
   ctx.fillStyle = "rgba(0,0,0,0.3)";
-  ctx.fillRect(left, y, span, TIMELINE_HEIGHT - 4);
+  ctx.fillRect(0, 0, width, bottom);
   ctx.font = "11px sans-serif";
   ctx.textBaseline = "top";
   ctx.textAlign = "left";
   ctx.fillStyle = t.problem ? "#ff8a65" : "#cccccc";
   const source = t.fromLatent ? "from the latent" : "preview_frames";
-  ctx.fillText(t.problem ?? `${t.frames} frames (${source})`, left + 5, y + 4, span - 10);
+  ctx.fillText(t.problem ?? `${t.frames} frames (${source})`, 5, 4, width - 10);
   if (!t.problem) {
     ctx.textAlign = "right";
-    ctx.fillText(`${t.windows.length} window${t.windows.length === 1 ? "" : "s"}`, right - 5, y + 4);
+    ctx.fillText(`${t.windows.length} window${t.windows.length === 1 ? "" : "s"}`, width - 5, 4);
     // one row per window; a frame's bar height is its share in the fused result, so where windows
     // overlap the bars show the crossfade
-    const top = y + 19, rowsHeight = bottom - 16 - top;
+    const top = 19, rowsHeight = bottom - 16 - top;
     const shown = t.windows.slice(0, Math.floor(rowsHeight / 3));
-    const row = rowsHeight / shown.length, cell = span / t.frames;
+    const row = rowsHeight / shown.length, cell = width / t.frames;
     shown.forEach((window, i) => {
       const hue = HUES[i % HUES.length];
       const base = top + (i + 1) * row;
       ctx.fillStyle = `hsla(${hue}, 70%, 60%, 0.22)`;
-      window.forEach((f) => ctx.fillRect(left + f * cell, base - row + 1, Math.max(cell, 1), row - 1));
+      window.forEach((f) => ctx.fillRect(f * cell, base - row + 1, Math.max(cell, 1), row - 1));
       ctx.fillStyle = `hsl(${hue}, 75%, 58%)`;
       window.forEach((f, p) => {
         const h = (row - 1) * t.weights[i][p];
-        ctx.fillRect(left + f * cell, base - h, Math.max(cell, 1), h);
+        ctx.fillRect(f * cell, base - h, Math.max(cell, 1), h);
       });
     });
     ctx.fillStyle = "#999999";
     ctx.textBaseline = "bottom";
     ctx.textAlign = "left";
-    ctx.fillText("0", left + 5, bottom - 2);
+    ctx.fillText("0", 5, bottom - 2);
     ctx.textAlign = "right";
-    ctx.fillText(String(t.frames - 1), right - 5, bottom - 2);
+    ctx.fillText(String(t.frames - 1), width - 5, bottom - 2);
     ctx.textAlign = "center";
     const hidden = t.windows.length - shown.length;
     const note = hidden > 0 ? `${hidden} more not shown`
       : t.schedule.startsWith("uniform") ? "first step; windows shift every step" : t.schedule;
-    ctx.fillText(`${t.fuse} · ${note}`, left + span / 2, bottom - 2, span - 60);
+    ctx.fillText(`${t.fuse} · ${note}`, width / 2, bottom - 2, width - 60);
   }
   ctx.restore();
 }
+
+// What the timeline shows depends on other nodes (links, the latent's batch_size), which change without
+// telling this node: it is worked out a few times a second, and drawn again when it or its size changed.
+const TIMELINE_REFRESH_MS = 250;
 
 function addTimeline(node) {
   // Not part of the node's inputs: kept out of the prompt (options.serialize) and out of widgets_values
@@ -248,37 +251,48 @@ function addTimeline(node) {
   const frames = node.addWidget?.("number", "preview_frames", node.properties?.animatediff_preview_frames ?? 64,
     (value) => {
       node.properties = { ...node.properties, animatediff_preview_frames: value };
-      node.setDirtyCanvas?.(true, true);
     },
     { min: 1, max: MAX_PREVIEW_FRAMES, step: 10, step2: 1, precision: 0, round: 1, serialize: false });
   if (frames) {
     frames.serialize = false;
     frames.tooltip = "Frames to draw the windows for when no Empty Latent Image reaches this model's sampler.";
   }
-  node.addCustomWidget?.({
-    name: "animatediff_timeline",
-    type: "animatediff_timeline",
-    value: null,
-    serialize: false,
-    options: { serialize: false },
-    computeSize: (width) => [width ?? 300, TIMELINE_HEIGHT],
-    draw(ctx, drawnNode, width, y) {
-      try {
-        drawTimeline(ctx, drawnNode, width, y);
-      } catch (error) {
-        reportOnce("timeline not drawn", error);
-      }
-    },
+  // A canvas of its own in a DOM widget: the front-end lays it out inside the node both in its canvas design
+  // and in its Vue one ("Nodes 2.0"), where a widget that draws on the graph's canvas is painted over the node.
+  const canvas = document.createElement("canvas");
+  canvas.style.cssText = `display: block; width: 100%; height: ${TIMELINE_HEIGHT}px; pointer-events: none;`;
+  const widget = node.addDOMWidget?.("animatediff_timeline", "animatediff_timeline", canvas, {
+    serialize: false, hideOnZoom: false, getMinHeight: () => TIMELINE_HEIGHT, getMaxHeight: () => TIMELINE_HEIGHT,
   });
-  // redraw at once when a context setting changes (a front-end may not redraw for programmatic changes)
-  for (const widget of node.widgets ?? []) {
-    const callback = widget.callback;
-    widget.callback = function (...args) {
-      const result = callback?.apply(this, args);
-      node.setDirtyCanvas?.(true, true);
-      return result;
-    };
-  }
+  if (!widget) return;
+  widget.serialize = false;
+  let drawn = null;
+  const refresh = () => {
+    try {
+      const timeline = computeTimeline(node);
+      node.animatediff = { ...node.animatediff, timeline };
+      // drawn at the pixels it takes on screen, whatever the zoom (the front-end scales the element)
+      const width = canvas.clientWidth;
+      const ratio = (window.devicePixelRatio || 1) * (canvas.getBoundingClientRect().width / width || 1);
+      const key = JSON.stringify([timeline, width, ratio.toFixed(2)]);
+      if (!width || key === drawn) return; // not on screen, or nothing new to draw
+      drawn = key;
+      canvas.width = Math.round(width * ratio);
+      canvas.height = Math.round(TIMELINE_HEIGHT * ratio);
+      const ctx = canvas.getContext("2d");
+      ctx.scale(ratio, ratio);
+      drawTimeline(ctx, timeline, width);
+    } catch (error) {
+      reportOnce("timeline not drawn", error);
+    }
+  };
+  refresh();
+  const timer = setInterval(refresh, TIMELINE_REFRESH_MS);
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function (...args) {
+    clearInterval(timer);
+    return onRemoved?.apply(this, args);
+  };
   fitContent(node);
   // a saved workflow brings its own node size and properties: keep the timeline visible, restore the length
   const onConfigure = node.onConfigure;
