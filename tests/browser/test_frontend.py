@@ -55,6 +55,20 @@ TIMELINE_RECT = f"""() => {{
     return {{x, y, width, height}};
 }}"""
 
+# ComfyUI's Vue node design ("Nodes 2.0"), where nodes are page elements ([data-node-id]) instead of drawings
+SET_VUE_NODES = "async (on) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+NODE_ELEMENT_RECT = f"""(type) => {{
+    const id = ({FIND_NODE})(type).id;
+    const {{x, y, width, height}} = document.querySelector(`[data-node-id="${{id}}"]`).getBoundingClientRect();
+    return {{x, y, width, height}};
+}}"""
+WARNING_BOX = f"""(type) => {{
+    const element = ({FIND_NODE})(type).widgets.find((w) => w.name === 'animatediff_warning').element;
+    const {{x, y, width, height}} = element.getBoundingClientRect();
+    return {{text: element.textContent, visible: element.offsetParent !== null && height > 0,
+             rect: {{x, y, width, height}}, node: ({NODE_ELEMENT_RECT})(type)}};
+}}"""
+
 
 def load_workflow(page, workflow: dict):
     page.evaluate("async (workflow) => { await app.loadGraphData(workflow); }", workflow)
@@ -361,8 +375,7 @@ def test_graphs_without_the_packs_nodes_are_left_alone(page):
 def test_timeline_in_the_vue_node_design(page, screenshots):
     """ComfyUI's Vue node design ("Nodes 2.0") lays nodes out as page elements: the timeline must sit inside its
     node there too, and follow the latent's frame count."""
-    set_vue_nodes = "async (on) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
-    page.evaluate(set_vue_nodes, True)
+    page.evaluate(SET_VUE_NODES, True)
     try:
         load_tiny_txt2vid(page, frames=40)
         page.evaluate(INSERT_CONTEXT_WINDOWS, [3000, 3000])  # away from the other nodes
@@ -374,11 +387,7 @@ def test_timeline_in_the_vue_node_design(page, screenshots):
         }""")
         page.wait_for_function(f"() => ({FIND_NODE})('AnimateDiff_ContextWindows').animatediff?.timeline?.frames === 40")
         page.wait_for_timeout(500)  # laid out and drawn
-        node_rect = page.evaluate(f"""() => {{
-            const id = ({FIND_NODE})('AnimateDiff_ContextWindows').id;
-            const {{x, y, width, height}} = document.querySelector(`[data-node-id="${{id}}"]`).getBoundingClientRect();
-            return {{x, y, width, height}};
-        }}""")
+        node_rect = page.evaluate(NODE_ELEMENT_RECT, "AnimateDiff_ContextWindows")
         timeline_rect = page.evaluate(TIMELINE_RECT)
         assert timeline_rect["height"] > 50 and timeline_rect["width"] > 100
         assert node_rect["x"] <= timeline_rect["x"] and timeline_rect["x"] + timeline_rect["width"] <= node_rect["x"] + node_rect["width"]
@@ -395,4 +404,35 @@ def test_timeline_in_the_vue_node_design(page, screenshots):
         for colour in WINDOW_COLOURS[:5]:  # 5 windows of 16 with overlap 4 over 64 frames
             assert pixels_near(image, colour) > 30, colour
     finally:
-        page.evaluate(set_vue_nodes, False)
+        page.evaluate(SET_VUE_NODES, False)
+
+
+def test_warning_in_the_vue_node_design(page, screenshots):
+    page.evaluate(SET_VUE_NODES, True)
+    try:
+        load_tiny_txt2vid(page, frames=40)
+        text = wait_for_warning(page, "AnimateDiff_Sampler", True)
+        page.wait_for_timeout(300)
+        box = page.evaluate(WARNING_BOX, "AnimateDiff_Sampler")
+        assert box["text"] == f"⚠ {text}" and box["visible"]
+        node, inside = box["node"], box["rect"]
+        assert node["x"] <= inside["x"] and inside["x"] + inside["width"] <= node["x"] + node["width"]
+        assert node["y"] <= inside["y"] and inside["y"] + inside["height"] <= node["y"] + node["height"]
+        image = screenshot(page, screenshots / "vue-warning-40.png", inside)
+        assert pixels_near(image, (0xb3, 0x26, 0x1e)) > 500
+
+        set_widget(page, "EmptyLatentImage", "batch_size", 16)
+        wait_for_warning(page, "AnimateDiff_Sampler", False)
+        page.wait_for_timeout(300)
+        assert not page.evaluate(WARNING_BOX, "AnimateDiff_Sampler")["visible"]
+        # the warning's widget stays in the page: not in the saved widget values, not in the prompt
+        saved = page.evaluate(f"""async () => {{
+            const node = ({FIND_NODE})('AnimateDiff_Sampler');
+            const {{ output }} = await app.graphToPrompt();
+            return {{widgets_values: app.graph.serialize().nodes.find((n) => n.id === node.id).widgets_values,
+                     inputs: Object.keys(output[String(node.id)].inputs)}};
+        }}""")
+        assert saved["widgets_values"] == [42, "fixed", 1, 7.5, "ddim", "ddim_uniform", 1, "default"]
+        assert "animatediff_warning" not in saved["inputs"]
+    finally:
+        page.evaluate(SET_VUE_NODES, False)

@@ -1,8 +1,8 @@
-// The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes (in both
-// the canvas and the Vue node designs), and a warning drawn below the motion-module and sampler nodes (canvas
-// design) when a latent holds more frames than the motion module can see at once. Only the public extension
-// API and LiteGraph node methods are used, everything is feature-detected, and drawing errors are caught: a
-// front-end update may hide these aids, never break a graph.
+// The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and a
+// warning on the motion-module and sampler nodes when a latent holds more frames than the motion module can
+// see at once; in the canvas and in the Vue node design alike. Only the public extension API and LiteGraph
+// node methods are used, everything is feature-detected, and errors are caught: a front-end update may hide
+// these aids, never break a graph.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { checkSettings, contextWindows, windowWeights } from "./context_schedule.js";
@@ -169,6 +169,53 @@ function drawWarning(ctx, node, text) {
   ctx.restore();
 }
 
+// What the aids show depends on other nodes (links, the latent's batch_size, the motion module file), which
+// change without telling this node: it is worked out a few times a second, in both of the front-end's node
+// designs, and shown again only when it changed.
+const REFRESH_MS = 250;
+
+function refreshEvery(node, what, refresh) {
+  const run = () => {
+    try {
+      refresh();
+    } catch (error) {
+      reportOnce(what, error);
+    }
+  };
+  run();
+  const timer = setInterval(run, REFRESH_MS);
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function (...args) {
+    clearInterval(timer);
+    return onRemoved?.apply(this, args);
+  };
+}
+
+// The Vue node design ("Nodes 2.0") lays nodes out as page elements and calls no drawing hook per node.
+const vueNodeDesign = () => !!app.extensionManager?.setting?.get?.("Comfy.VueNodes.Enabled");
+
+// The canvas design draws the warning below the node (drawWarning); the Vue design shows it as a DOM widget at
+// the bottom of the node, hidden while there is nothing to say (and always in the canvas design).
+function addWarning(node) {
+  const box = document.createElement("div");
+  box.style.cssText = "display: none; margin: 4px 0; padding: 4px 8px; border-radius: 6px; background: #b3261e; " +
+    "color: #ffffff; font: 12px sans-serif; pointer-events: none;";
+  const widget = node.addDOMWidget?.("animatediff_warning", "animatediff_warning", box, {
+    serialize: false, hideOnZoom: false, getMinHeight: () => 0, getMaxHeight: () => 0,
+  });
+  if (widget) widget.serialize = false;
+  refreshEvery(node, "frame-count check skipped", () => {
+    const warning = nodeWarning(node);
+    if (warning !== node.animatediff?.warning) app.graph?.setDirtyCanvas?.(true, false); // the canvas draws it
+    node.animatediff = { ...node.animatediff, warning };
+    const text = warning && widget && vueNodeDesign() ? `⚠ ${warning}` : "";
+    if (box.textContent !== text) {
+      box.textContent = text;
+      box.style.display = text ? "block" : "none";
+    }
+  });
+}
+
 // --- the context-window timeline ---
 function contextSettings(node) {
   return {
@@ -241,10 +288,6 @@ function drawTimeline(ctx, t, width) {
   ctx.restore();
 }
 
-// What the timeline shows depends on other nodes (links, the latent's batch_size), which change without
-// telling this node: it is worked out a few times a second, and drawn again when it or its size changed.
-const TIMELINE_REFRESH_MS = 250;
-
 function addTimeline(node) {
   // Not part of the node's inputs: kept out of the prompt (options.serialize) and out of widgets_values
   // (serialize), so workflows stay loadable without this extension. The value is kept in node.properties.
@@ -267,32 +310,21 @@ function addTimeline(node) {
   if (!widget) return;
   widget.serialize = false;
   let drawn = null;
-  const refresh = () => {
-    try {
-      const timeline = computeTimeline(node);
-      node.animatediff = { ...node.animatediff, timeline };
-      // drawn at the pixels it takes on screen, whatever the zoom (the front-end scales the element)
-      const width = canvas.clientWidth;
-      const ratio = (window.devicePixelRatio || 1) * (canvas.getBoundingClientRect().width / width || 1);
-      const key = JSON.stringify([timeline, width, ratio.toFixed(2)]);
-      if (!width || key === drawn) return; // not on screen, or nothing new to draw
-      drawn = key;
-      canvas.width = Math.round(width * ratio);
-      canvas.height = Math.round(TIMELINE_HEIGHT * ratio);
-      const ctx = canvas.getContext("2d");
-      ctx.scale(ratio, ratio);
-      drawTimeline(ctx, timeline, width);
-    } catch (error) {
-      reportOnce("timeline not drawn", error);
-    }
-  };
-  refresh();
-  const timer = setInterval(refresh, TIMELINE_REFRESH_MS);
-  const onRemoved = node.onRemoved;
-  node.onRemoved = function (...args) {
-    clearInterval(timer);
-    return onRemoved?.apply(this, args);
-  };
+  refreshEvery(node, "timeline not drawn", () => {
+    const timeline = computeTimeline(node);
+    node.animatediff = { ...node.animatediff, timeline };
+    // drawn at the pixels it takes on screen, whatever the zoom (the front-end scales the element)
+    const width = canvas.clientWidth;
+    const ratio = (window.devicePixelRatio || 1) * (canvas.getBoundingClientRect().width / width || 1);
+    const key = JSON.stringify([timeline, width, ratio.toFixed(2)]);
+    if (!width || key === drawn) return; // not on screen, or nothing new to draw
+    drawn = key;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(TIMELINE_HEIGHT * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.scale(ratio, ratio);
+    drawTimeline(ctx, timeline, width);
+  });
   fitContent(node);
   // a saved workflow brings its own node size and properties: keep the timeline visible, restore the length
   const onConfigure = node.onConfigure;
@@ -320,21 +352,20 @@ app.registerExtension({
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.apply(this, [ctx, ...rest]);
       try {
-        const warning = nodeWarning(this);
-        this.animatediff = { ...this.animatediff, warning };
+        const warning = this.animatediff?.warning;
         if (warning) drawWarning(ctx, this, warning);
       } catch (error) {
-        reportOnce("frame-count check skipped", error);
+        reportOnce("frame-count warning not drawn", error);
       }
       return result;
     };
   },
   nodeCreated(node) {
-    if (classOf(node) !== CONTEXT) return;
     try {
-      addTimeline(node);
+      if (classOf(node) === CONTEXT) addTimeline(node);
+      else if (classOf(node) === APPLY || classOf(node) === SAMPLER) addWarning(node);
     } catch (error) {
-      reportOnce("timeline not added", error);
+      reportOnce("editor aids not added", error);
     }
   },
 });
