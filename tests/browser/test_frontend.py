@@ -93,6 +93,12 @@ def load_tiny_txt2vid(page, frames, motion="mm_v2.safetensors"):
         set_widget(page, node_type, name, value)
 
 
+def inside(rect, box) -> bool:
+    """Whether a page rectangle lies within another (both {x, y, width, height})."""
+    return (box["x"] <= rect["x"] and rect["x"] + rect["width"] <= box["x"] + box["width"]
+            and box["y"] <= rect["y"] and rect["y"] + rect["height"] <= box["y"] + box["height"])
+
+
 def screenshot(page, path: Path, rect=None) -> Image.Image:
     page.screenshot(path=str(path), clip=rect)
     print(f"screenshot: {path}")
@@ -390,8 +396,7 @@ def test_timeline_in_the_vue_node_design(page, screenshots):
         node_rect = page.evaluate(NODE_ELEMENT_RECT, "AnimateDiff_ContextWindows")
         timeline_rect = page.evaluate(TIMELINE_RECT)
         assert timeline_rect["height"] > 50 and timeline_rect["width"] > 100
-        assert node_rect["x"] <= timeline_rect["x"] and timeline_rect["x"] + timeline_rect["width"] <= node_rect["x"] + node_rect["width"]
-        assert node_rect["y"] <= timeline_rect["y"] and timeline_rect["y"] + timeline_rect["height"] <= node_rect["y"] + node_rect["height"]
+        assert inside(timeline_rect, node_rect)
         image = screenshot(page, screenshots / "vue-timeline-40.png", timeline_rect)
         for colour in WINDOW_COLOURS[:3]:
             assert pixels_near(image, colour) > 30, colour
@@ -415,10 +420,8 @@ def test_warning_in_the_vue_node_design(page, screenshots):
         page.wait_for_timeout(300)
         box = page.evaluate(WARNING_BOX, "AnimateDiff_Sampler")
         assert box["text"] == f"⚠ {text}" and box["visible"]
-        node, inside = box["node"], box["rect"]
-        assert node["x"] <= inside["x"] and inside["x"] + inside["width"] <= node["x"] + node["width"]
-        assert node["y"] <= inside["y"] and inside["y"] + inside["height"] <= node["y"] + node["height"]
-        image = screenshot(page, screenshots / "vue-warning-40.png", inside)
+        assert inside(box["rect"], box["node"])
+        image = screenshot(page, screenshots / "vue-warning-40.png", box["rect"])
         assert pixels_near(image, (0xb3, 0x26, 0x1e)) > 500
 
         set_widget(page, "EmptyLatentImage", "batch_size", 16)

@@ -170,6 +170,7 @@ def test_a_t2i_adapter_computes_each_windows_features_from_the_windows_frames(ba
     assert seen == [[values[f] for f in call["ad_params"]["sub_idxs"]] * len(call["order"]) for call in calls]
     assert applied.cond_hint_original is original_hints and applied.control_input is None
 
+
 def test_windows_of_independent_frames_give_the_unwindowed_result(base):
     """Without a motion module frames do not interact, so windowing + fusing (weights summing to one) must
     reproduce plain sampling: every frame got its own prompt and hint. Through SamplerCustomAdvanced."""

@@ -96,7 +96,6 @@ function motionModuleInfo(name) {
         moduleInfo.set(name, info);
         // a file missing now may be added later (then ComfyUI's refresh lists it): ask again in a while
         if (info === "unknown") setTimeout(() => moduleInfo.delete(name), 30_000);
-        app.graph?.setDirtyCanvas?.(true, true);
       });
   }
   const info = moduleInfo.get(name);
