@@ -1,6 +1,6 @@
 """Benchmark: motion-module overhead vs the FLOP floor, memory vs frames, load time, one-module speed.
 
-    python scripts/bench.py [--quick] [--out docs/bench]
+    python scripts/bench.py [--quick] [--compiled-only] [--out docs/bench]
 
 Full SD1.5 architecture with the random fixtures, on the embedded host, in this process (CPU, or CUDA when
 present). Ratios are measured interleaved (A B A B …) and reported as medians, because these machines are
@@ -140,29 +140,6 @@ def roofline(base, motions, frames, latent):
                        **{v: costs[v].roofline_seconds(card) / base_s for v in motions},
                        "v2_module_ms_by_operation": {k: s * 1e3 for k, s in by_operation.most_common() if s > 0}}
     return {"latent": latent, "frames": frames, "versions": list(motions), "peaks": CARDS, "cards": cards}
-
-
-def compiled_overhead(base, motion, frames, latent, rounds):
-    """overhead() under ComfyUI's torch.compile wrapper, as the core TorchCompileModel node (inductor) sets it on
-    both models: the module's memory-bound work (norms, adds, GEGLU) fused. Also the first call of each (the
-    compile) and how far the compiled output is from the eager one."""
-    from comfy_api.torch_helpers import set_torch_compile_wrapper
-
-    from animatediff.patching.motion import apply_motion_model
-    eager = apply_motion_model(base, motion, 1.0, "autoselect")
-    runs = {"with": eager.clone(), "without": base.clone()}
-    first_call_s = {}
-    for name, patcher in runs.items():
-        set_torch_compile_wrapper(model=patcher, backend="inductor")
-        first_call_s[name] = timed(unet_call(patcher, frames, latent))
-    for patcher in runs.values():  # untimed: a module's first ejection can cost one recompile
-        unet_call(patcher, frames, latent)()
-    seconds = interleaved_seconds(runs, frames, latent, rounds)
-    expected, got = unet_call(eager, frames, latent)().float(), unet_call(runs["with"], frames, latent)().float()
-    a, b = seconds["with"], seconds["without"]
-    return {"version": motion.spec.version, "latent": latent, "with_s": a, "without_s": b, "ratio": a / b,
-            "with_first_call_s": first_call_s["with"], "without_first_call_s": first_call_s["without"],
-            "relative_difference": float((got - expected).norm() / expected.norm())}
 
 
 LOAD_KINDS = {
@@ -309,6 +286,8 @@ def run_child(*args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round: a smoke test, not a measurement")
+    p.add_argument("--compiled-only", action="store_true",
+                   help="only the torch.compile rows (v2 at 512×512; meant for CUDA), printed as JSON lines")
     p.add_argument("--out", type=Path, default=PACK / "docs" / "bench")
     p.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
     p.add_argument("--load-child", choices=list(LOAD_KINDS), help=argparse.SUPPRESS)
@@ -320,6 +299,12 @@ def main(argv=None):
 
     setup_comfy()
     from animatediff.patching.motion import load_motion_model_file
+    if args.compiled_only:
+        from bench_compiled import compiled_rows
+        motion = load_motion_model_file(MOTION_FILE, "mm_v2")
+        for _, row in compiled_rows(load_unet(), motion, frames=16, latent=64, rounds=5):
+            print(json.dumps(row), flush=True)
+        return
     gpu = torch.cuda.is_available()
     rounds = 1 if args.quick else (5 if gpu else 3)
     sizes = [8] if args.quick else ([8, 16, 64] if gpu else [8, 16])
@@ -352,9 +337,11 @@ def main(argv=None):
         print(json.dumps(report["memory"][-1]), flush=True)
     save(report, args.out)
     if gpu and not args.quick:  # inductor on a CPU: minutes of C++ builds, and ComfyUI's CPU attention breaks the graph
-        report["compiled"] = compiled_overhead(base, motions["v2"], frames, 64, rounds)
-        print(json.dumps(report["compiled"]), flush=True)
-        save(report, args.out)
+        from bench_compiled import compiled_rows
+        for key, row in compiled_rows(base, motions["v2"], frames, 64, rounds):
+            report[key] = row
+            print(json.dumps(row), flush=True)
+            save(report, args.out)
     print(markdown(report))
 
 

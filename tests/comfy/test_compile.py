@@ -52,3 +52,23 @@ def test_compiled_sampling_matches_eager_with_no_break_in_the_motion_modules(bas
 
     assert backend.motion_ops() > 0, "the motion modules ran outside every captured graph"
     assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
+
+
+def test_benchmark_row_with_the_module_blocks_compiled_matches_eager_and_puts_the_blocks_back(base, motion):
+    """scripts/bench_compiled.py's row for GPUs (the module's transformer blocks compiled, the image model eager),
+    here in the packed layout a GPU runs, with a backend that runs the captured graphs as they are."""
+    from unittest import mock
+
+    from bench_compiled import fused_blocks_overhead
+
+    from animatediff.motion_module import layers, sequences
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    backend = CapturingBackend()
+    with mock.patch.object(layers, "sequences_for", sequences.PackedSequences):
+        row = fused_blocks_overhead(base, motion["v2"], frames=4, latent=8, rounds=1, backend=backend)
+
+    assert backend.motion_ops() > 0, "no block ran compiled"
+    assert row["relative_difference"] < 1e-6 and row["with_s"] > 0 and row["without_s"] > 0
+    blocks = [m for m in motion["v2"].model.modules() if isinstance(m, layers.TemporalTransformerBlock)]
+    assert blocks and all("forward" not in vars(block) for block in blocks)
