@@ -21,6 +21,7 @@ from ..sampling.context import check_settings, window_weights, windows
 
 OPTIONS = "animatediff_context"  # model_options key of the settings dict
 KEY = "animatediff_context"      # wrapper key
+CORE_HANDLER = "context_handler"  # model_options key of ComfyUI's own context windows (Context Windows (Manual))
 SETTING_NAMES = ("context_length", "context_overlap", "schedule", "fuse_method", "context_stride", "closed_loop")
 
 
@@ -34,6 +35,7 @@ def apply_context_windows(model, context_length: int, context_overlap: int, sche
     """A clone of `model` that samples in context windows when the latent holds more frames than a window."""
     check_settings(context_length, context_overlap, context_stride, schedule, fuse_method)
     check_motion_fits(model, context_length)
+    refuse_core_windows(model.model_options)
     patched = model.clone()
     patched.model_options[OPTIONS] = dict(zip(SETTING_NAMES, (int(context_length), int(context_overlap), schedule,
                                                               fuse_method, int(context_stride), bool(closed_loop))))
@@ -61,11 +63,22 @@ def check_motion_fits(model, context_length: int, frames: int | None = None):
                                f"or less on AnimateDiff_ContextWindows.")
 
 
+def refuse_core_windows(model_options: dict):
+    """ComfyUI's core context windows split the frames before our wrapper sees them, so the two would nest."""
+    if model_options.get(CORE_HANDLER) is not None:
+        raise AnimateDiffError(
+            "This model has two kinds of context windows: AnimateDiff_ContextWindows and ComfyUI's core Context "
+            "Windows (Manual) node. Remove one; for motion modules keep AnimateDiff_ContextWindows (it slices "
+            "per-frame prompts and ControlNet hints to each window).")
+
+
 def estimate_one_window(executor, model, noise_shape, conds, *args, **kwargs):
     """PREPARE_SAMPLING wrapper: the UNet never sees more than one window's frames, so ComfyUI should plan
     (and free) memory for that many, not for the whole video."""
-    settings = context_settings(kwargs.get("model_options") or model.model_options)
+    model_options = kwargs.get("model_options") or model.model_options
+    settings = context_settings(model_options)
     if settings is not None:
+        refuse_core_windows(model_options)
         check_motion_fits(model, settings["context_length"], noise_shape[0])
         noise_shape = [min(noise_shape[0], settings["context_length"]), *noise_shape[1:]]
     return executor(model, noise_shape, conds, *args, **kwargs)

@@ -248,6 +248,23 @@ def test_too_long_a_window_found_at_sampling_names_context_length_and_leaves_the
     assert base.get_wrappers(WRAPPERS.CALC_COND_BATCH, "animatediff_context") == []
 
 
+def test_ours_and_the_core_context_windows_on_one_model_are_refused_in_either_order(base, motion):
+    """ComfyUI's core Context Windows (Manual) node splits the frames before our wrapper sees them."""
+    from comfy.context_windows import ContextSchedules
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    def core_windows(model):
+        return ContextWindowsManualNode.execute(model, 16, 4, ContextSchedules.STATIC_STANDARD, 1, False, "pyramid",
+                                                0).result[0]
+    animated = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    both = "two kinds of context windows.*keep AnimateDiff_ContextWindows"
+    with pytest.raises(AnimateDiffError, match=both):
+        with_windows(core_windows(animated), 16, 4)
+    with pytest.raises(AnimateDiffError, match=both):
+        ksample(core_windows(with_windows(animated, 16, 4)), frames=20, steps=1, cfg=1.0)
+    assert motion_layers_left(base) == 0
+
+
 class NoiseSeen(Exception):
     """Stops sampling once the noise it starts from is known."""
 
