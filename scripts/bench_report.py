@@ -36,24 +36,22 @@ def markdown(r):
     return "\n".join(lines) + "\n"
 
 
+COMPILED_ROWS = {  # report key: the row's label after the version, and the note under the table
+    "compiled": (" compiled", "Compiled: both models under the core TorchCompileModel node's wrapper (inductor); first "
+                 "calls {with_first_call_s:.0f} s with the module, {without_first_call_s:.0f} s without; output "
+                 "{relative_difference:.1e} (relative) from eager."),
+    "fused_blocks": (", its transformer blocks compiled", "Transformer blocks compiled: only the motion module's "
+                     "(inductor fuses their passes over the tokens), the image model eager; first call "
+                     "{with_first_call_s:.0f} s; output {relative_difference:.1e} (relative) from eager."),
+}
+
+
 def compiled_rows_markdown(r):
     """Rows of the overhead table, then what they mean."""
-    rows, notes = [], []
-    if "compiled" in r:
-        c = r["compiled"]
-        rows.append(f"| {c['version']} compiled | {c['latent']}×{c['latent']} | {c['with_s']:.3f} | {c['without_s']:.3f} | "
-                    f"{c['ratio']:.3f} | |")
-        notes.append("Compiled: both models under the core TorchCompileModel node's wrapper (inductor); first calls "
-                     f"{c['with_first_call_s']:.0f} s with the module, {c['without_first_call_s']:.0f} s without; output "
-                     f"{c['relative_difference']:.1e} (relative) from eager.")
-    if "fused_blocks" in r:
-        c = r["fused_blocks"]
-        rows.append(f"| {c['version']}, its transformer blocks compiled | {c['latent']}×{c['latent']} | {c['with_s']:.3f} | "
-                    f"{c['without_s']:.3f} | {c['ratio']:.3f} | |")
-        notes.append("Transformer blocks compiled: only the motion module's (inductor fuses their passes over the "
-                     f"tokens), the image model eager; first call {c['with_first_call_s']:.0f} s; output "
-                     f"{c['relative_difference']:.1e} (relative) from eager.")
-    return rows + [line for note in notes for line in ("", note)]
+    present = [(r[key], label, note) for key, (label, note) in COMPILED_ROWS.items() if key in r]
+    rows = [f"| {c['version']}{label} | {c['latent']}×{c['latent']} | {c['with_s']:.3f} | {c['without_s']:.3f} | "
+            f"{c['ratio']:.3f} | |" for c, label, _ in present]
+    return rows + [line for c, _, note in present for line in ("", note.format(**c))]
 
 
 def roofline_markdown(roofline):
