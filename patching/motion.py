@@ -213,7 +213,9 @@ def with_beta_schedule(patcher, schedule: str):
         raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
                                f"with {type(current).__name__}. Use beta_schedule=use_existing.")
     settings = dict(patcher.model.model_config.sampling_settings)
-    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012)
+    # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
+    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012,
+                    zsnr=bool(getattr(current, "zsnr", False)))
     patcher.add_object_patch("model_sampling", type(current)(SimpleNamespace(sampling_settings=settings)))
 
 

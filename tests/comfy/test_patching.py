@@ -1,5 +1,6 @@
 """The motion module inside a real in-process ComfyUI: placement, ejection, base model untouched."""
 import comfy.model_management
+import comfy.model_sampling
 import comfy.patcher_extension
 import pytest
 import torch
@@ -185,3 +186,19 @@ def test_autoselect_uses_the_linear_schedule_the_modules_were_trained_with(base,
     assert torch.allclose(base.get_model_object("model_sampling").sigmas.double(), sd_sigmas.float().double(), rtol=1e-5)
     kept = apply_motion_model(base, motion["v2"], 1.0, "use_existing")
     assert kept.get_model_object("model_sampling") is base.get_model_object("model_sampling")
+
+
+def test_a_v_prediction_zero_snr_model_keeps_both_on_the_motion_modules_schedule(base, motion):
+    """The core ModelSamplingDiscrete node before Apply Motion Module: its prediction type and its zero terminal
+    SNR (Lin et al. 2023: sqrt(alphas_cumprod) shifted to end at 0, scaled to keep its start) stay, on the
+    linear betas."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+    (v_zsnr,) = ModelSamplingDiscrete().patch(base, "v_prediction", True)
+    ours = apply_motion_model(v_zsnr, motion["v2"], 1.0, "autoselect").get_model_object("model_sampling")
+
+    root = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), dim=0).sqrt()
+    root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+    expected = ((1 - root ** 2) / root ** 2) ** 0.5
+    assert isinstance(ours, comfy.model_sampling.V_PREDICTION) and ours.zsnr
+    assert torch.allclose(ours.sigmas[:-1].double(), expected[:-1].to(ours.sigmas.dtype).double(), rtol=1e-4)
+    assert ours.sigmas[-1] > 1000  # the terminal sigma of zero SNR, kept finite by ComfyUI
