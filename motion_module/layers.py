@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from .sequences import sequences_for
+from .sequences import StridedSequences, sequences_for
 
 TORCH_OPS = SimpleNamespace(Linear=nn.Linear, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm)
 
@@ -114,8 +114,9 @@ class TemporalTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, max_len, ops)])
         self.proj_out = ops.Linear(channels, channels)
 
-    def forward(self, x, frames, attention, motion_scale, transformer_options):
-        sequences = sequences_for(x, frames)
+    def forward(self, x, frames, attention, motion_scale, transformer_options, pack_sequences):
+        # packed rows stay apart only where the kernel applies their mask
+        sequences = sequences_for(x, frames) if pack_sequences else StridedSequences(x, frames)
         h = self.norm(x)  # on (b f) c h w, so each frame is normalised on its own, as in the original
         h = self.proj_in(sequences.tokens(h))
         for block in self.transformer_blocks:
@@ -136,5 +137,7 @@ class MotionModule(nn.Module):
         return self.temporal_transformer.transformer_blocks[0].attention_blocks[0].pos_encoder.pe.shape[1]
 
     def forward(self, x, frames: int, attention=sdpa_attention, motion_scale: float = 1.0,
-                transformer_options: dict | None = None):
-        return self.temporal_transformer(x, frames, attention, motion_scale, transformer_options or {})
+                transformer_options: dict | None = None, pack_sequences: bool = True):
+        """`pack_sequences=False` when `attention` may ignore masks: then every row holds one sequence."""
+        return self.temporal_transformer(x, frames, attention, motion_scale, transformer_options or {},
+                                         pack_sequences)

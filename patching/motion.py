@@ -78,8 +78,11 @@ class MotionLayer(torch.nn.Module):
         options = transformer_options.get(KEY, {})
         # Temporal attention is many (b·h·w) short (≤ 32 frames) sequences: PyTorch's SDPA suits that shape on
         # every device, where ComfyUI's global pick is tuned for long spatial sequences (on a CPU its
-        # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options.
-        return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options)
+        # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options;
+        # as some kernels they may call drop masks (SageAttention does), sequences are then not packed.
+        override = transformer_options.get("optimized_attention_override") is not None
+        return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
+                      pack_sequences=not override)
 
 
 def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwargs):

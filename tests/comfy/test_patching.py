@@ -202,3 +202,26 @@ def test_a_v_prediction_zero_snr_model_keeps_both_on_the_motion_modules_schedule
     assert isinstance(ours, comfy.model_sampling.V_PREDICTION) and ours.zsnr
     assert torch.allclose(ours.sigmas[:-1].double(), expected[:-1].to(ours.sigmas.dtype).double(), rtol=1e-4)
     assert ours.sigmas[-1] > 1000  # the terminal sigma of zero SNR, kept finite by ComfyUI
+
+
+def test_under_an_attention_override_that_ignores_masks_frames_stay_in_their_own_sequences(base, motion, monkeypatch):
+    """SageAttention, for one, ignores attention masks. With an override in transformer_options, the rows of
+    temporal attention hold one sequence each instead of several kept apart by a mask, as on a GPU."""
+    from animatediff.motion_module import layers, sequences
+    monkeypatch.setattr(layers, "sequences_for", sequences.PackedSequences)  # a GPU's layout, on this CPU
+    model = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    expected = ksample(model, frames=8)
+
+    temporal_masks = []
+
+    def ignore_masks(attention, *args, mask=None, **kwargs):
+        if kwargs.get("skip_reshape"):  # the motion module's calls (the image model's reshape themselves)
+            temporal_masks.append(mask)
+        return attention(*args, **kwargs)
+    overridden = model.clone()
+    overridden.model_options["transformer_options"]["optimized_attention_override"] = ignore_masks
+    got = ksample(overridden, frames=8)
+
+    assert temporal_masks and all(mask is None for mask in temporal_masks)
+    # the same math in another layout: float32 rounding of outputs that reach ~900 on this random model
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
