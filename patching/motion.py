@@ -79,7 +79,7 @@ class MotionLayer(torch.nn.Module):
         # Temporal attention is many (b·h·w) short (≤ 32 frames) sequences: PyTorch's SDPA suits that shape on
         # every device, where ComfyUI's global pick is tuned for long spatial sequences (on a CPU its
         # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options;
-        # as some kernels they may call drop masks (SageAttention does), sequences are then not packed.
+        # an override may call a kernel that ignores masks (SageAttention does), so then no masked packed rows.
         override = transformer_options.get("optimized_attention_override") is not None
         return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
                       pack_sequences=not override)
