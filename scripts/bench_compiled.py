@@ -7,7 +7,8 @@
   says whether fusing those passes would bring the module to its FLOP floor, before anyone writes fused kernels.
 """
 import torch
-from bench import interleaved_seconds, timed, unet_call
+from bench_module import timed
+from bench_unet import interleaved_seconds, unet_call
 
 
 def compiled_overhead(base, motion, frames, latent, rounds):
