@@ -66,6 +66,11 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
     if has("temporal_attentions.") and has("positional_encoding"):
         return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
                 "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
+    if has("controlnet_cond_embedding."):  # a ControlNet in diffusers' layout, SparseCtrl's too
+        if has("motion_modules."):
+            return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), which this pack does not run yet",
+                    "Use a ControlNet pack that runs SparseCtrl; v3's motion module is v3_sd15_mm.ckpt.")
+        return "a ControlNet in diffusers' format, not a motion module", "Load it with the core ControlNet loader."
     if has("motion_modules.") and (has(".attn1.to_q") or has("pos_embed.pe")):
         return ("a motion adapter in diffusers' format, which this pack does not read yet",
                 "Use the original .ckpt/.safetensors release of the motion module.")

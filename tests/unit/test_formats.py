@@ -95,6 +95,12 @@ def test_files_that_are_not_motion_modules_say_what_they_are(tmp_path):
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight": t})
     assert "HotshotXL" in refusal(tmp_path, "hs.safetensors", {
         "down_blocks.0.temporal_attentions.0.temporal_transformer.pos_encoder.positional_encoding": t})
+    sparsectrl = {**motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32),
+                  "controlnet_cond_embedding.conv_in.weight": t, "controlnet_down_blocks.0.weight": t,
+                  "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight": t}
+    assert "SparseCtrl" in refusal(tmp_path, "v3_sd15_sparsectrl_rgb.ckpt", sparsectrl)
+    assert "ControlNet in diffusers' format" in refusal(tmp_path, "cn.safetensors", {
+        "controlnet_cond_embedding.conv_in.weight": t, "controlnet_down_blocks.0.weight": t.clone()})
     assert "not an AnimateDiff motion module" in refusal(tmp_path, "x.safetensors", {"foo.weight": t})
 
 
