@@ -28,10 +28,8 @@ def compiled_overhead(base, motion, frames, latent, rounds):
         unet_call(patcher, frames, latent)()
     seconds = interleaved_seconds(runs, frames, latent, rounds)
     expected, got = unet_call(eager, frames, latent)().float(), unet_call(runs["with"], frames, latent)().float()
-    a, b = seconds["with"], seconds["without"]
-    return {"version": motion.spec.version, "latent": latent, "with_s": a, "without_s": b, "ratio": a / b,
-            "with_first_call_s": first_call_s["with"], "without_first_call_s": first_call_s["without"],
-            "relative_difference": float((got - expected).norm() / expected.norm())}
+    return compiled_row(motion, latent, seconds, expected, got, with_first_call_s=first_call_s["with"],
+                        without_first_call_s=first_call_s["without"])
 
 
 def fused_blocks_overhead(base, motion, frames, latent, rounds, backend="inductor"):
@@ -52,9 +50,15 @@ def fused_blocks_overhead(base, motion, frames, latent, rounds, backend="inducto
     finally:
         for block in blocks:
             del block.forward  # the instance attribute; the class's forward shows again
+    return compiled_row(motion, latent, seconds, expected, got, with_first_call_s=first_call_s)
+
+
+def compiled_row(motion, latent, seconds, expected, got, **first_calls):
+    """A row of the report: seconds per call with and without the module, the first calls (the compiles), and how
+    far the compiled output is from the eager one."""
     a, b = seconds["with"], seconds["without"]
     return {"version": motion.spec.version, "latent": latent, "with_s": a, "without_s": b, "ratio": a / b,
-            "with_first_call_s": first_call_s, "relative_difference": float((got - expected).norm() / expected.norm())}
+            **first_calls, "relative_difference": float((got - expected).norm() / expected.norm())}
 
 
 def compiled_rows(base, motion, frames, latent, rounds):
