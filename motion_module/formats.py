@@ -10,13 +10,17 @@ import torch
 
 from ..errors import ModelFileError
 from .layers import TORCH_OPS
-from .model import MotionModel, MotionModelSpec
+from .model import TABLE_SUFFIX, MotionModel, MotionModelSpec
 
 
 class MotionVersion:
     V1 = "v1"   # mm_sd_v14 / mm_sd_v15: 24 positions; the UNet's resnets normalise jointly over frames
     V2 = "v2"   # mm_sd_v15_v2: 32 positions and a mid-block module
     V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
+    ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
+
+
+ANIMATELCM_FRAMES = 64  # the table AnimateLCM's code builds from the formula, the file holding none
 
 
 MOTION_KEY = re.compile(r"^(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?motion_modules\.(\d+)\.temporal_transformer\.")
@@ -66,6 +70,9 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
     if has("temporal_attentions.") and has("positional_encoding"):
         return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
                 "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
+    if has("img_encoder.") and has("motion_modules."):
+        return ("an AnimateLCM-I2V model, whose image encoder this pack does not run yet",
+                "For text-to-video use AnimateLCM_sd15_t2v, which this pack runs.")
     if has("controlnet_cond_embedding."):  # a ControlNet in diffusers' layout, SparseCtrl's too
         if has("motion_modules."):
             return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), which this pack does not run yet",
@@ -90,7 +97,7 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
     spec = _spec_from_keys(state_dict, path)
-    _check_layout(spec, _expected_shapes(spec), state_dict, path)
+    _check_layout(spec, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
 
 
@@ -104,10 +111,11 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
         raise ModelFileError(path, f"is not an AnimateDiff motion module (no `motion_modules` weights among "
                              f"its {len(keys)} keys, e.g. `{keys[0]}`).",
                              "Put motion modules such as mm_sd_v15_v2.ckpt in models/animatediff_models.")
-    if not any(k.endswith(PE_SUFFIX) for k in motion_keys):
-        raise ModelFileError(path, "is a motion module without a positional table (an AnimateLCM-style "
-                             "model), which this pack does not run yet.",
-                             "Use an AnimateDiff v1/v2/v3 motion module.")
+    tables = [state_dict[k] for k in motion_keys if k.endswith(PE_SUFFIX)]
+    positionless = not any(".pos_encoder." in k for k in motion_keys)
+    if not tables and not positionless:
+        raise ModelFileError(path, "lacks the positional table of its first attention blocks.",
+                             "The file may be damaged.")
 
     modules = {}  # (block kind, block index, module index) -> channels
     for k in motion_keys:
@@ -129,9 +137,15 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
         raise ModelFileError(path, f"has motion modules for {len(down)} down and {len(up)} up blocks; SD1.5 "
                              "motion modules have 4 of each.", "The file may be damaged or of an unknown family.")
 
-    pe = next(state_dict[k] for k in motion_keys if k.endswith(PE_SUFFIX))
-    max_frames = pe.shape[1] if pe.ndim == 3 else 0
-    version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
+    if positionless:
+        if not mid:  # AnimateLCM's have one; a file without both is of no family this pack knows
+            raise ModelFileError(path, "is a motion module without positional tables or a mid-block module, "
+                                 "a variant this pack does not know.",
+                                 "Use an AnimateDiff v1/v2/v3 or AnimateLCM (t2v) motion module.")
+        version, max_frames = MotionVersion.ANIMATELCM, ANIMATELCM_FRAMES
+    else:
+        max_frames = tables[0].shape[1] if tables[0].ndim == 3 else 0
+        version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
     return MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
                            mid_channels=mid, max_frames=max_frames)
 
@@ -153,6 +167,14 @@ def _expected_shapes(spec: MotionModelSpec) -> dict[str, torch.Size]:
     return MotionModel.without_weights(spec).shapes()
 
 
+def _file_shapes(spec: MotionModelSpec, shapes: dict[str, torch.Size]) -> dict[str, torch.Size]:
+    """The weights a file of this kind holds: AnimateLCM's leave out the positional tables, which its code
+    builds from the formula, and so does MotionModel."""
+    if spec.version != MotionVersion.ANIMATELCM:
+        return shapes
+    return {k: shape for k, shape in shapes.items() if not k.endswith(TABLE_SUFFIX)}
+
+
 def _check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_dict, path):
     """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
     missing = sorted(set(expected) - set(state_dict))
@@ -172,7 +194,7 @@ def _check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_
         problems.append(f"{len(not_float)} weights are not floating point (e.g. `{not_float[0]}` is "
                         f"{state_dict[not_float[0]].dtype})")
     if problems:
-        raise ModelFileError(path, f"does not have the layout of an AnimateDiff {spec.version} motion module: "
+        raise ModelFileError(path, f"does not have the layout of an {spec.kind} motion module: "
                              + "; ".join(problems) + ".", "The file may be damaged or of an unknown variant.")
 
 
@@ -195,7 +217,7 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    _check_layout(spec, model.shapes(), original, path)
+    _check_layout(spec, _file_shapes(spec, model.shapes()), original, path)
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}

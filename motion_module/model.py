@@ -8,16 +8,24 @@ from torch import nn
 from .layers import TORCH_OPS, MotionModule
 
 
+TABLE_SUFFIX = ".pos_encoder.pe"
+
+
 @dataclass(frozen=True)
 class MotionModelSpec:
     """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
-    version: str                      # "v1", "v2" or "v3" (MotionVersion)
+    version: str                      # "v1", "v2", "v3" or "AnimateLCM" (MotionVersion)
     down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
     up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
     mid_channels: int | None          # channels of the mid-block module, None when there is none
-    max_frames: int                   # rows of the positional table (24 or 32)
+    max_frames: int                   # rows of the positional table (24, 32, or AnimateLCM's 64)
     modules_per_down_block: int = 2
     modules_per_up_block: int = 3
+
+    @property
+    def kind(self) -> str:
+        """For messages: "AnimateDiff v2", "AnimateLCM"."""
+        return self.version if self.version.startswith("Animate") else f"AnimateDiff {self.version}"
 
     @property
     def module_count(self) -> int:
@@ -64,8 +72,12 @@ class MotionModel(nn.Module):
                 for key, shape in module_shapes(module.channels, module.max_frames).items()}
 
     def take_weights(self, state_dict: dict) -> "MotionModel":
-        """The given tensors become the weights as they are, so no weight is allocated twice."""
-        self.load_state_dict(state_dict, strict=True, assign=True)
+        """The given tensors become the weights as they are, so no weight is allocated twice. Positional tables
+        the file leaves out (AnimateLCM's) stay the built ones, the formula's, in the weights' dtype."""
+        dtype = next(iter(state_dict.values())).dtype
+        tables = {k: v.to(dtype) for k, v in self.state_dict().items()
+                  if k.endswith(TABLE_SUFFIX) and k not in state_dict}
+        self.load_state_dict(state_dict | tables, strict=True, assign=True)
         return self.eval().requires_grad_(False)
 
     @classmethod

@@ -8,8 +8,8 @@ CATEGORY = "AnimateDiff"
 
 
 class LoadMotionModule:
-    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3, .ckpt or .safetensors) from "
-                   "models/animatediff_models; its version is told from the file's weights.")
+    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3) or AnimateLCM's (t2v), .ckpt or "
+                   ".safetensors, from models/animatediff_models; its version is told from the file's weights.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOTION_MODEL",)
     OUTPUT_TOOLTIPS = ("The motion module, to connect to AnimateDiff_ApplyMotionModule.",)
@@ -18,8 +18,8 @@ class LoadMotionModule:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model_name": (folder_paths.get_filename_list(MOTION_MODELS), {
-            "tooltip": "A motion module file in models/animatediff_models, e.g. mm_sd_v15_v2.ckpt or "
-                       "v3_sd15_mm.ckpt."})}}
+            "tooltip": "A motion module file in models/animatediff_models, e.g. mm_sd_v15_v2.ckpt, "
+                       "v3_sd15_mm.ckpt or AnimateLCM_sd15_t2v.ckpt."})}}
 
     def load(self, model_name):
         path = folder_paths.get_full_path_or_raise(MOTION_MODELS, model_name)
@@ -49,8 +49,9 @@ class ApplyMotionModule:
                     "selectively (often more motion), below 1 more evenly (calmer); 0 averages all frames."}),
                 "beta_schedule": (BetaSchedule.ALL, {"default": BetaSchedule.AUTOSELECT, "tooltip":
                     "Noise schedule. autoselect uses the one the motion module was trained with (linear "
-                    "0.00085→0.012, 'sqrt_linear' in ComfyUI); other schedules often give noisy, washed-out "
-                    "videos."}),
+                    "0.00085→0.012, 'sqrt_linear' in ComfyUI), for AnimateLCM with its LCM sampling (then "
+                    "sample with the lcm sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, "
+                    "washed-out videos."}),
             },
         }
 

@@ -8,6 +8,7 @@
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`.
 """
+import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -197,7 +198,7 @@ def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
 
 
 class BetaSchedule:
-    AUTOSELECT = "autoselect"                  # the schedule the motion module was trained with
+    AUTOSELECT = "autoselect"                  # the schedule the motion module was trained with (LCM's too)
     ANIMATEDIFF_LINEAR = "animatediff_linear"  # linear 0.00085 → 0.012 ("sqrt_linear" in LDM naming)
     SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's own ("linear" in LDM naming)
     USE_EXISTING = "use_existing"              # keep the model's schedule (e.g. one set by another node)
@@ -206,20 +207,36 @@ class BetaSchedule:
     LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
 
 
-def with_beta_schedule(patcher, schedule: str):
+@functools.cache
+def animatelcm_sampling() -> type:
+    """How AnimateLCM samples (its inference config): consistency steps, with LCM's boundary condition, on 100
+    of the 1000 training timesteps (9, 19, ..., 999). ComfyUI's own LCM classes, as its ModelSamplingDiscrete
+    node combines them, only over 100 timesteps where that node takes 50."""
+    # imported here: it imports ComfyUI's `nodes`, which the pack's pure sampling paths do not need
+    from comfy_extras.nodes_model_advanced import LCM, ModelSamplingDiscreteDistilled
+
+    class AnimateLCMSampling(ModelSamplingDiscreteDistilled, LCM):
+        original_timesteps = 100
+    return AnimateLCMSampling
+
+
+def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     if schedule == BetaSchedule.USE_EXISTING:
         return
-    if schedule == BetaSchedule.AUTOSELECT:
-        schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
     current = patcher.get_model_object("model_sampling")
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
                                f"with {type(current).__name__}. Use beta_schedule=use_existing.")
+    sampling = type(current)
+    if schedule == BetaSchedule.AUTOSELECT:
+        if spec.version == MotionVersion.ANIMATELCM:  # distilled for LCM sampling on the same betas
+            sampling = animatelcm_sampling()
+        schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
     settings = dict(patcher.model.model_config.sampling_settings)
     # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
     settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012,
                     zsnr=bool(getattr(current, "zsnr", False)))
-    patcher.add_object_patch("model_sampling", type(current)(SimpleNamespace(sampling_settings=settings)))
+    patcher.add_object_patch("model_sampling", sampling(SimpleNamespace(sampling_settings=settings)))
 
 
 def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None):
@@ -237,5 +254,5 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     patched.set_additional_models(KEY, [motion_patcher])
     if joint_norms is not None:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
-    with_beta_schedule(patched, beta_schedule)
+    with_beta_schedule(patched, beta_schedule, motion.spec)
     return patched

@@ -24,7 +24,7 @@ STAMP = "animatediff-fixtures-1"
 
 FULL_CHANNELS = (320, 640, 1280, 1280)
 SMALL_CHANNELS = (32, 64, 128, 128)
-PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32}
+PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None}  # AnimateLCM's files hold no positional tables
 
 # What v3-era files carry next to the weights (from the original inference config); plain types only,
 # so torch.load(weights_only=True) accepts it.
@@ -93,14 +93,14 @@ def _module_shapes(c: int):
 
 def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                              dtype=torch.float16) -> dict[str, torch.Tensor]:
-    """A released-format SD1.5 motion module ("v1", "v2" or "v3") with random weights.
+    """A released-format SD1.5 motion module ("v1", "v2", "v3" or "animatelcm") with random weights.
 
     The version is mixed into the seed: v1's pe table is the start of v3's, so with shared weights a
     loader that picked the wrong file would go unnoticed."""
     length = PE_LENGTH[version]
     modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
     modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
-    if version == "v2":
+    if version in ("v2", "animatelcm"):
         modules.append(("mid_block.motion_modules.0", channels[-1]))
     gen = torch.Generator().manual_seed(seed * 10 + list(PE_LENGTH).index(version))
     pes = {}
@@ -108,6 +108,8 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
     for prefix, c in modules:
         for suffix, shape in _module_shapes(c):
             key = f"{prefix}.temporal_transformer.{suffix}"
+            if shape is None and length is None:
+                continue
             if shape is None:
                 pes.setdefault(c, sinusoidal_pe(length, c).to(dtype))
                 sd[key] = pes[c].clone()  # separate storage: safetensors refuses shared tensors
@@ -253,7 +255,7 @@ def fixture_jobs(small_only=False):
     full = lambda v: (lambda: motion_module_state_dict(v))
     in_state_dict = lambda sd: {"state_dict": sd}
     with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
-    jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3")]
+    jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3", "animatelcm")]
     jobs.append(("small/mm_v2.ckpt", small("v2"), in_state_dict))
     # MotionLoRAs and the domain adapter: small ones for the tiny UNet (fp32, low rank), full-size ones
     # in the released ranks. "zoom" has mid-block weights like the released files; "pan" leaves them out, as
@@ -267,6 +269,7 @@ def fixture_jobs(small_only=False):
     if not small_only:
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
+        jobs.append(("mm_animatelcm.safetensors", full("animatelcm"), None))
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),

@@ -2,12 +2,17 @@
 
 Plain functions over a state dict: no nn.Module, no einops, nothing shared with the code under test.
 """
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 
+ANIMATELCM_TABLE_LENGTH = 64  # AnimateLCM's files hold no table; its code builds this one from the formula
+
+
+@functools.lru_cache(maxsize=8)
 def sinusoidal_table(length, channels):
     table = torch.zeros(1, length, channels)
     for p in range(length):
@@ -27,7 +32,9 @@ def _attention(sd, prefix, x, frames):
     bf, d, c = x.shape
     b = bf // frames
     seq = x.reshape(b, frames, d, c).permute(0, 2, 1, 3).reshape(b * d, frames, c)
-    seq = seq + sd[prefix + ".pos_encoder.pe"][:, :frames]
+    table = sd.get(prefix + ".pos_encoder.pe")
+    table = sinusoidal_table(ANIMATELCM_TABLE_LENGTH, c) if table is None else table
+    seq = seq + table[:, :frames]
     q, k, v = (_linear(sd, f"{prefix}.to_{n}", seq) for n in "qkv")
     heads, hd = 8, c // 8
     split = lambda t: t.reshape(b * d, frames, heads, hd).transpose(1, 2)  # noqa: E731

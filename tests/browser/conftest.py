@@ -24,6 +24,7 @@ def server(fixtures_dir):
         "checkpoints": {"sd15_random.safetensors": fixtures_dir / "sd15_random.safetensors"},
         "animatediff_models": {"mm_v1.safetensors": fixtures_dir / "mm_v1.safetensors",
                                "mm_v2.safetensors": fixtures_dir / "mm_v2.safetensors",
+                               "AnimateLCM_sd15_t2v.safetensors": fixtures_dir / "small" / "mm_animatelcm.safetensors",
                                "a_checkpoint.safetensors": fixtures_dir / "sd15_random.safetensors"},
     }
     with ComfyServer(comfyui_path(), models) as running:

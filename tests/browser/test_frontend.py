@@ -135,6 +135,8 @@ def test_motion_module_info_route(server):
         "name": "mm_v1.safetensors", "version": "v1", "max_frames": 24}
     assert server.get("/api/animatediff/motion_module_info?name=mm_v2.safetensors") == {
         "name": "mm_v2.safetensors", "version": "v2", "max_frames": 32}
+    assert server.get("/animatediff/motion_module_info?name=AnimateLCM_sd15_t2v.safetensors") == {
+        "name": "AnimateLCM_sd15_t2v.safetensors", "version": "AnimateLCM", "max_frames": 64}
     status, body = server.request("GET", "/animatediff/motion_module_info?name=a_checkpoint.safetensors")
     assert status == 400 and "is a Stable Diffusion checkpoint, not a motion module" in body["error"]
     for name in ["mm_v3.safetensors", "../checkpoints/sd15_random.safetensors", ""]:  # only listed files

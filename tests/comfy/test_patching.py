@@ -3,6 +3,7 @@ import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
 import pytest
+import safetensors.torch
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
@@ -10,7 +11,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 from comfy_env import conditioning, ksample, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
-from animatediff.patching.motion import MotionLayer, apply_motion_model
+from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
 
 EXPECTED_PLACES = {  # motion key -> (blocks, index); FORMATS.md §1
     **{f"down_blocks.{i}.motion_modules.{j}": ("input_blocks", 3 * i + j + 1) for i in range(4) for j in range(2)},
@@ -225,3 +226,50 @@ def test_under_an_attention_override_that_ignores_masks_frames_stay_in_their_own
     assert temporal_masks and all(mask is None for mask in temporal_masks)
     # the same math in another layout: float32 rounding of outputs that reach ~900 on this random model
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.fixture(scope="module")
+def animatelcm(fixtures_dir):
+    return load_motion_model_file(fixtures_dir / "small" / "mm_animatelcm.safetensors", "AnimateLCM_sd15_t2v.safetensors")
+
+
+def test_autoselect_samples_animatelcm_as_it_was_distilled(base, animatelcm):
+    """AnimateLCM's inference config: the linear betas, LCM over 100 of the 1000 timesteps (9, 19, ..., 999),
+    and LCM's boundary condition (c_skip, c_out at 10× the timestep, sigma_data 0.5) on the eps prediction."""
+    ours = apply_motion_model(base, animatelcm, 1.0, "autoselect").get_model_object("model_sampling")
+    alphas_cumprod = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), dim=0)
+    timesteps = torch.arange(9, 1000, 10)
+    expected = ((1 - alphas_cumprod[timesteps]) / alphas_cumprod[timesteps]) ** 0.5
+    assert ours.sigmas.shape == (100,) and torch.allclose(ours.sigmas.double(), expected, rtol=1e-5)
+    assert ours.timestep(ours.sigmas[[0, 1, -1]]).tolist() == [9, 19, 999]
+
+    x, eps = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    for index in (0, 5, 99):
+        sigma, t = ours.sigmas[index:index + 1], float(timesteps[index] * 10)
+        c_skip, c_out = 0.25 / (t ** 2 + 0.25), t / (t ** 2 + 0.25) ** 0.5
+        expected = c_out * (x - eps * sigma) + c_skip * x
+        assert torch.allclose(ours.calculate_denoised(sigma, eps[None], x[None])[0], expected, atol=1e-6)
+
+    # any other choice leaves the prediction to the model, as for the other modules
+    linear = apply_motion_model(base, animatelcm, 1.0, "animatediff_linear").get_model_object("model_sampling")
+    assert type(linear) is type(base.get_model_object("model_sampling")) and linear.sigmas.shape == (1000,)
+
+
+def test_animatelcm_animates_64_frames_without_windows_as_a_file_with_the_tables_would(base, animatelcm, tmp_path):
+    """The tables AnimateLCM's files leave out are built from the formula: a copy of the file that holds them
+    samples the same 40 frames; past 64 frames the message asks for context windows."""
+    from make_fixtures import sinusoidal_pe
+    sd = {k: v for k, v in animatelcm.model.state_dict().items() if "pos_encoder" not in k}
+    tables = {k: sinusoidal_pe(64, v.shape[-1]) for k, v in animatelcm.model.state_dict().items() if "pos_encoder" in k}
+    safetensors.torch.save_file(sd | tables, tmp_path / "with_tables.safetensors")
+    with_tables = load_motion_model_file(tmp_path / "with_tables.safetensors", "with_tables.safetensors")
+    assert with_tables.spec.version == "v2" and with_tables.spec.max_frames == 64
+
+    lcm = apply_motion_model(base, animatelcm, 1.0, "autoselect")
+    same_sampling = apply_motion_model(base, with_tables, 1.0, "use_existing")
+    same_sampling.add_object_patch("model_sampling", lcm.get_model_object("model_sampling"))
+    ours, expected, image = (ksample(m, frames=40, steps=2, sampler="lcm", cfg=1.5) for m in (lcm, same_sampling, base))
+    assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert (ours - image).abs().max() > 0.05 * image.abs().max()  # and the module does move the frames
+    with pytest.raises(AnimateDiffError, match=r"65 frames > 64 this motion module supports"):
+        ksample(lcm, frames=65, steps=1)

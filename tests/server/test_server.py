@@ -84,6 +84,17 @@ def test_other_versions_with_the_core_ksampler(server, motion, sampler):
     assert saved_frames(server, entry) == 8
 
 
+def test_animatelcm_example_makes_40_frames_in_one_window(server):
+    """The example as shipped (lcm sampler, cfg 1.5, autoselect), past v2's 32 frames without context windows."""
+    prompt = small_workflow(server, "txt2vid_animatelcm.json", frames=40, size=32, steps=2,
+                            motion="AnimateLCM_sd15_t2v.safetensors")
+    sampler = next(n["inputs"] for n in prompt.values() if n["class_type"] == "AnimateDiff_Sampler")
+    assert (sampler["sampler_name"], sampler["cfg"]) == ("lcm", 1.5)
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 40
+
+
 def failure(server, prompt) -> str:
     entry = server.run(prompt)
     error = execution_error(entry)

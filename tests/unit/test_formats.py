@@ -9,7 +9,7 @@ from torch import nn
 
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
-from make_fixtures import motion_module_state_dict
+from make_fixtures import motion_module_state_dict, sinusoidal_pe
 
 SMALL = (32, 64, 128, 128)
 FULL = {"v1": (24, None, 20), "v2": (32, 1280, 21), "v3": (32, None, 20)}
@@ -121,8 +121,36 @@ def test_sdxl_and_positionless_modules_are_refused(tmp_path):
     sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
     sdxl = {k: v for k, v in sd.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
     assert "SDXL" in refusal(tmp_path, "xl.safetensors", sdxl)
-    lcm = {k: v for k, v in sd.items() if "pos_encoder" not in k}
-    assert "positional table" in refusal(tmp_path, "lcm.safetensors", lcm)
+    positionless = {k: v for k, v in sd.items() if "pos_encoder" not in k}  # and, as v3, no mid block
+    assert "without positional tables or a mid-block module" in refusal(tmp_path, "nopos.safetensors", positionless)
+    half = {k: v for k, v in sd.items() if not k.endswith("attention_blocks.0.pos_encoder.pe")}
+    assert "lacks the positional table" in refusal(tmp_path, "half.safetensors", half)
+
+
+def test_animatelcm_is_told_from_its_missing_tables_and_its_image_to_video_model_is_refused(fixtures_dir, tmp_path):
+    sd = read_state_dict(fixtures_dir / "small" / "mm_animatelcm.safetensors")
+    spec = detect_spec(sd)
+    assert (spec.version, spec.max_frames, spec.mid_channels, spec.module_count) == ("AnimateLCM", 64, 128, 21)
+    key = "up_blocks.1.motion_modules.2.temporal_transformer.proj_in.weight"
+    damaged = {k: v for k, v in sd.items() if k != key}
+    assert f"layout of an AnimateLCM motion module: 1 weights are missing (e.g. `{key}`)" in refusal(
+        tmp_path, "damaged.safetensors", damaged)
+    i2v = {**sd, "img_encoder.body.0.block1.weight": torch.zeros(3, 3)}
+    assert "AnimateLCM-I2V" in refusal(tmp_path, "AnimateLCM_sd15_i2v.safetensors", i2v)
+
+
+@pytest.mark.slow
+def test_a_full_size_animatelcm_file_loads_with_the_formulas_tables(fixtures_dir):
+    """v2's layout without the tables: the loader builds AnimateLCM's 64 rows from the formula, in the dtype
+    the weights are loaded in (here the fp32 a CPU runs in, from an fp16 file)."""
+    model = load_motion_model(fixtures_dir / "mm_animatelcm.safetensors", dtype=torch.float32)
+    assert model.spec.version == MotionVersion.ANIMATELCM and model.spec.max_frames == 64
+    assert sum(p.numel() for p in model.parameters()) == 453_209_280
+    tables = {k: v for k, v in model.state_dict().items() if "pos_encoder" in k}
+    assert len(tables) == 42 and all(v.dtype == torch.float32 for v in tables.values())
+    for key, table in tables.items():
+        expected = sinusoidal_pe(64, table.shape[-1])  # the fixtures' own formula, in float64
+        assert (table - expected).abs().max() <= 1e-5, key  # float32 angles up to 63, as in AnimateLCM's code
 
 
 def test_damaged_layouts_name_the_bad_weight(tmp_path):

@@ -18,7 +18,7 @@ def small_model(fixtures_dir, version):
 
 
 # 30 positions a video: packed, 6, 15, 30 and 18 sequences share an attention row
-@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "animatelcm"])
 @pytest.mark.parametrize("videos,frames", [(1, 16), (2, 8), (1, 1), (3, 5)])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_module_matches_the_reference_math(fixtures_dir, monkeypatch, version, videos, frames, layout):
@@ -34,6 +34,18 @@ def test_every_module_matches_the_reference_math(fixtures_dir, monkeypatch, vers
         expected = reference.motion_module(sd, name, x, frames)
         assert (ours - expected).abs().max().item() <= 1e-5, name
         assert (ours - x).abs().max().item() > 1e-2  # the module really moves the features
+
+
+@pytest.mark.parametrize("frames", [33, 64])
+def test_animatelcm_runs_past_32_frames_on_the_table_its_code_builds(fixtures_dir, frames):
+    """AnimateLCM's files leave the positional tables out; the module builds the 64 rows AnimateLCM's code
+    builds, and all of them reach the frames."""
+    model, sd = small_model(fixtures_dir, "animatelcm")
+    assert not any("pos_encoder" in k for k in sd) and model.spec.max_frames == 64
+    name = "mid_block.motion_modules.0"
+    module = model.get_submodule(name)
+    x = torch.randn(frames, 128, 3, 2, generator=torch.Generator().manual_seed(frames))
+    assert (module(x, frames) - reference.motion_module(sd, name, x, frames)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)  # packed: 10 sequences a row, and the third holds both videos
