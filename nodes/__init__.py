@@ -1,4 +1,5 @@
 from .context import ContextWindows
+from .free_init import FreeInit
 from .lora import DomainAdapter, MotionLoRA
 from .motion import ApplyMotionModule, LoadMotionModule
 from .prompt import PromptSchedule
@@ -13,6 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "AnimateDiff_ContextWindows": ContextWindows,
     "AnimateDiff_PromptSchedule": PromptSchedule,
     "AnimateDiff_Sampler": Sampler,
+    "AnimateDiff_FreeInit": FreeInit,
     "AnimateDiff_TrainMotionLoRA": TrainMotionLoRA,
     "AnimateDiff_CameraAugment": CameraAugment,
 }
@@ -25,6 +27,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_ContextWindows": "Context Windows (AnimateDiff)",
     "AnimateDiff_PromptSchedule": "Prompt Schedule (AnimateDiff)",
     "AnimateDiff_Sampler": "Sampler (AnimateDiff)",
+    "AnimateDiff_FreeInit": "FreeInit (AnimateDiff)",
     "AnimateDiff_TrainMotionLoRA": "Train MotionLoRA (AnimateDiff)",
     "AnimateDiff_CameraAugment": "Camera Augment (AnimateDiff)",
 }

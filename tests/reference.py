@@ -1,10 +1,12 @@
-"""An independent re-implementation of the original AnimateDiff motion-module math, from FORMATS.md §1.
+"""Independent re-implementations: the original AnimateDiff motion-module math (FORMATS.md §1), and FreeInit's
+noise re-initialisation.
 
-Plain functions over a state dict: no nn.Module, no einops, nothing shared with the code under test.
+Plain functions over a state dict or arrays: no nn.Module, no einops, nothing shared with the code under test.
 """
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -61,3 +63,25 @@ def motion_module(sd, prefix, x, frames):
     hidden = hidden + _linear(sd, blk + ".ff.net.2", value * F.gelu(gate))
     hidden = _linear(sd, p + ".proj_out", hidden)
     return hidden.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
+
+
+# FreeInit (Wu et al. 2023): its low-pass filters bin by bin, and its frequency mix with numpy's FFT.
+
+
+def filter_by_loops(frames, height, width, kind, d_s, d_t, n=4):
+    mask = np.zeros((frames, height, width))
+    for t in range(frames):
+        for h in range(height):
+            for w in range(width):
+                d2 = ((d_s / d_t) * (2 * t / frames - 1)) ** 2 + (2 * h / height - 1) ** 2 + (2 * w / width - 1) ** 2
+                butterworth = 1 / (1 + (d2 / d_s ** 2) ** n)
+                mask[t, h, w] = butterworth if kind == "butterworth" else math.exp(-d2 / (2 * d_s ** 2))
+    return mask
+
+
+def mix_by_numpy(low_from, high_from, mask):
+    axes = (0, 2, 3)  # (frames, channels, height, width): a 3-D transform per channel
+    spectrum = lambda x: np.fft.fftshift(np.fft.fftn(x, axes=axes), axes=axes)  # noqa: E731
+    m = mask[:, None]
+    mixed = spectrum(low_from) * m + spectrum(high_from) * (1 - m)
+    return np.fft.ifftn(np.fft.ifftshift(mixed, axes=axes), axes=axes).real

@@ -1,0 +1,62 @@
+"""FreeInit on a cloned ModelPatcher: an OUTER_SAMPLE wrapper runs ComfyUI's whole sampling once per round,
+so it works under every sampler node (KSampler, SamplerCustomAdvanced, AnimateDiff_Sampler)."""
+from dataclasses import dataclass
+
+import comfy.patcher_extension
+import torch
+
+from ..errors import AnimateDiffError
+from ..sampling.free_init import diffuse_to_last_step, low_pass_filter, mix_frequencies
+
+KEY = "animatediff_free_init"
+
+
+@dataclass(frozen=True)
+class FreeInit:
+    iterations: int
+    kind: str
+    spatial_cutoff: float
+    temporal_cutoff: float
+
+    def sample(self, executor, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
+               disable_pbar=False, seed=None, **kwargs):
+        guider = executor.class_obj
+        sigma_max = float(guider.model_patcher.get_model_object("model_sampling").sigma_max)
+        self.check(latent_image, sigmas, denoise_mask, sigma_max)
+        # each round processes the conds anew, as ComfyUI's sample() prepares them for its one round
+        prepared = {k: [c.copy() for c in v] for k, v in guider.conds.items()}
+        low_pass = low_pass_filter(noise.shape[0], *noise.shape[-2:], self.kind, self.spatial_cutoff,
+                                   self.temporal_cutoff)
+        # the seed's first draw is ComfyUI's initial noise; the fresh noise continues the stream, independent of it
+        fresh_noise = torch.Generator().manual_seed(0 if seed is None else seed)
+        torch.randn(noise.shape, generator=fresh_noise)
+        current = noise
+        for round_index in range(self.iterations):
+            if round_index:
+                guider.conds = {k: [c.copy() for c in v] for k, v in prepared.items()}
+                clean = guider.model_patcher.model.process_latent_in(output).to("cpu", torch.float32)
+                fresh = torch.randn(noise.shape, generator=fresh_noise, dtype=torch.float32)
+                current = mix_frequencies(diffuse_to_last_step(clean, noise.cpu().float(), sigma_max), fresh,
+                                          low_pass).to(noise.dtype)
+            output = executor(current, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                              **kwargs)
+        return output
+
+    @staticmethod
+    def check(latent_image, sigmas, denoise_mask, sigma_max):
+        """FreeInit re-noises a finished animation from the very first timestep: it is for text to video."""
+        starts_below = float(sigmas[0]) < sigma_max * (1 - 1e-5)
+        if denoise_mask is not None or starts_below or torch.count_nonzero(latent_image) > 0:
+            raise AnimateDiffError("AnimateDiff_FreeInit samples from pure noise, every round: give it an empty "
+                                   "latent (EmptyLatentImage), denoise 1.0 and no noise mask, or take it out of "
+                                   "the model path for video to video.")
+
+
+def apply_free_init(model, iterations: int, kind: str, spatial_cutoff: float, temporal_cutoff: float):
+    low_pass_filter(2, 2, 2, kind, spatial_cutoff, temporal_cutoff)  # bad settings fail here, not mid-run
+    patched = model.clone()
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    patched.remove_wrappers_with_key(outer, KEY)  # a second FreeInit node replaces the first, not nests in it
+    if iterations > 1:
+        patched.add_wrapper_with_key(outer, KEY, FreeInit(iterations, kind, spatial_cutoff, temporal_cutoff).sample)
+    return patched

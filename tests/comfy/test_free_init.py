@@ -1,0 +1,77 @@
+"""FreeInit inside a real ComfyUI: each round is ComfyUI's own sampling, from noise rebuilt as the paper says."""
+import math
+
+import comfy.patcher_extension
+import comfy.sample
+import numpy as np
+import pytest
+import torch
+
+from comfy_env import conditioning, ksample, latent
+from animatediff.errors import AnimateDiffError
+from animatediff.nodes.free_init import FreeInit
+from animatediff.patching.context import apply_context_windows
+from animatediff.patching.motion import apply_motion_model
+from reference import filter_by_loops, mix_by_numpy
+
+SD15_LATENT_SCALE = 0.18215  # SD1.x's latent format: the sampler works on latents times this
+
+
+@pytest.fixture(scope="module")
+def animated(base, motion):
+    return apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+
+
+def free_init(model, iterations, kind="butterworth", d_s=0.25, d_t=0.25):
+    (patched,) = FreeInit().apply(model, iterations, kind, d_s, d_t)
+    return patched
+
+
+def test_one_iteration_is_plain_sampling(animated):
+    assert torch.equal(ksample(free_init(animated, 1), frames=8), ksample(animated, frames=8))
+
+
+@pytest.mark.parametrize("frames,windows", [(8, False), (20, True)])
+def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_noise(animated, frames, windows):
+    """Also under context windows (20 frames in windows of 8): the rounds are whole sampling runs, so the
+    windows are the sampler's business, round after round."""
+    seed = 5
+    if windows:
+        animated = apply_context_windows(animated, 8, 2, "uniform_standard", "pyramid")
+    ours = ksample(free_init(animated, 2, "gaussian", 0.3, 0.2), frames=frames, seed=seed)
+
+    first = ksample(animated, frames=frames, seed=seed)
+    initial_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
+    last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
+    noised = math.sqrt(last) * first.double() * SD15_LATENT_SCALE + math.sqrt(1 - last) * initial_noise.double()
+    stream = torch.Generator().manual_seed(seed)
+    assert torch.equal(torch.randn(initial_noise.shape, generator=stream), initial_noise)
+    fresh = torch.randn(initial_noise.shape, generator=stream)  # the seed's next draw: new, independent noise
+    mask = filter_by_loops(frames, 8, 8, "gaussian", 0.3, 0.2)
+    noise = torch.from_numpy(mix_by_numpy(noised.numpy(), fresh.double().numpy(), mask)).float()
+    expected = comfy.sample.sample(animated, noise, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12),
+                                   latent(frames)["samples"], seed=seed)
+    assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert (ours - first).abs().max() > 0.05 * first.abs().max()  # and the second round did change the frames
+
+
+def test_a_second_freeinit_node_replaces_the_first_and_the_input_model_keeps_none(animated):
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    twice = free_init(free_init(animated, 3), 2)
+    (wrapper,) = twice.get_all_wrappers(outer)
+    assert wrapper.__self__.iterations == 2
+    assert free_init(twice, 1).get_all_wrappers(outer) == [] and animated.get_all_wrappers(outer) == []
+
+
+def test_video_to_video_is_refused_with_what_to_do(animated):
+    import nodes
+    model = free_init(animated, 2)
+    video = {"samples": torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    with pytest.raises(AnimateDiffError, match="give it an empty latent"):
+        nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12), video)
+    with pytest.raises(AnimateDiffError, match="denoise 1.0"):
+        nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12), latent(8),
+                              denoise=0.5)
+    with pytest.raises(ValueError, match="cutoffs must be positive"):
+        free_init(animated, 2, d_t=0.0)
+    assert np.isfinite(ksample(model, frames=8).numpy()).all()  # and the model still samples afterwards
