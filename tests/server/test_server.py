@@ -143,6 +143,19 @@ def test_sampler_custom_advanced_animates_too(server):
     assert saved_frames(server, entry) == 6
 
 
+def test_freeinit_runs_its_rounds_through_the_queue(server):
+    """The node between Apply Motion Module and the pack's sampler, in a prompt queued over HTTP."""
+    prompt = small_txt2vid(server, frames=6, size=32, steps=2)
+    sampler = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_Sampler")
+    prompt["free_init"] = {"class_type": "AnimateDiff_FreeInit", "inputs": {
+        "model": sampler["inputs"]["model"], "iterations": 2, "filter": "butterworth", "spatial_cutoff": 0.25,
+        "temporal_cutoff": 0.25}}
+    sampler["inputs"]["model"] = ["free_init", 0]
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 6
+
+
 def write_video(path, frames, size=32):
     """An mp4 whose frame k is a flat grey of level 4k: a stand-in for a pose or depth video."""
     import av
