@@ -6,7 +6,8 @@
 - for v1 modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video, and
   a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
-- the beta schedule is an object patch of `model_sampling`.
+- the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
+  starts that no node placed after this one replaced it.
 """
 import functools
 from dataclasses import dataclass
@@ -221,8 +222,11 @@ def animatelcm_sampling() -> type:
 
 
 def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    patcher.remove_wrappers_with_key(outer, KEY)  # an earlier Apply Motion Module's check, if any
     if schedule == BetaSchedule.USE_EXISTING:
         return
+    requested = schedule
     current = patcher.get_model_object("model_sampling")
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
@@ -236,7 +240,26 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
     settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012,
                     zsnr=bool(getattr(current, "zsnr", False)))
-    patcher.add_object_patch("model_sampling", sampling(SimpleNamespace(sampling_settings=settings)))
+    ours = sampling(SimpleNamespace(sampling_settings=settings))
+    patcher.add_object_patch("model_sampling", ours)
+    # a ModelSampling node placed after this one would silently sample with SD1.5's betas again: refuse that
+    patcher.add_wrapper_with_key(outer, KEY, ScheduleKept(ours, requested).check)
+
+
+@dataclass(frozen=True)
+class ScheduleKept:
+    """At sampling: the model still samples with the schedule Apply Motion Module set."""
+    model_sampling: object
+    schedule: str
+
+    def check(self, executor, *args, **kwargs):
+        if executor.class_obj.model_patcher.get_model_object("model_sampling") is not self.model_sampling:
+            raise AnimateDiffError(
+                "A node after AnimateDiff_ApplyMotionModule (such as ModelSamplingDiscrete) replaced the noise "
+                f"schedule set there (beta_schedule={self.schedule}), so the animation would sample with other "
+                "betas, often washed out. Put that node before Apply Motion Module (its prediction type and zsnr "
+                "are kept on the motion module's schedule), or set beta_schedule to use_existing.")
+        return executor(*args, **kwargs)
 
 
 def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None):

@@ -11,6 +11,7 @@ from comfy_env import conditioning, ksample, latent
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.free_init import FreeInit
 from animatediff.patching.context import apply_context_windows
+from animatediff.patching.free_init import KEY
 from animatediff.patching.motion import apply_motion_model
 from reference import filter_by_loops, mix_by_numpy
 
@@ -58,9 +59,9 @@ def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_nois
 def test_a_second_freeinit_node_replaces_the_first_and_the_input_model_keeps_none(animated):
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     twice = free_init(free_init(animated, 3), 2)
-    (wrapper,) = twice.get_all_wrappers(outer)
+    (wrapper,) = twice.get_wrappers(outer, KEY)
     assert wrapper.__self__.iterations == 2
-    assert free_init(twice, 1).get_all_wrappers(outer) == [] and animated.get_all_wrappers(outer) == []
+    assert free_init(twice, 1).get_wrappers(outer, KEY) == [] and animated.get_wrappers(outer, KEY) == []
 
 
 def test_video_to_video_is_refused_with_what_to_do(animated):

@@ -11,6 +11,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 from comfy_env import conditioning, ksample, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
+from animatediff.patching.context import apply_context_windows
 from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
 
 EXPECTED_PLACES = {  # motion key -> (blocks, index); FORMATS.md §1
@@ -203,6 +204,23 @@ def test_a_v_prediction_zero_snr_model_keeps_both_on_the_motion_modules_schedule
     assert isinstance(ours, comfy.model_sampling.V_PREDICTION) and ours.zsnr
     assert torch.allclose(ours.sigmas[:-1].double(), expected[:-1].to(ours.sigmas.dtype).double(), rtol=1e-4)
     assert ours.sigmas[-1] > 1000  # the terminal sigma of zero SNR, kept finite by ComfyUI
+
+
+def test_a_model_sampling_node_after_apply_is_refused_before_it_washes_the_animation_out(base, motion):
+    """Placed after Apply Motion Module, the core ModelSamplingDiscrete would bring back SD1.5's betas; placed
+    before it (the test above), or with use_existing, it is what the user asked for."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+    (after,) = ModelSamplingDiscrete().patch(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), "lcm", False)
+    with pytest.raises(AnimateDiffError, match=r"replaced the noise schedule set there \(beta_schedule=autoselect\)"):
+        ksample(after, frames=8, steps=1)
+    (kept,) = ModelSamplingDiscrete().patch(apply_motion_model(base, motion["v2"], 1.0, "use_existing"), "lcm", False)
+    (before,) = ModelSamplingDiscrete().patch(base, "lcm", False)
+    assert torch.equal(ksample(kept, frames=8, steps=1, sampler="lcm"),
+                       ksample(apply_motion_model(before, motion["v2"], 1.0, "use_existing"), frames=8, steps=1,
+                               sampler="lcm"))
+    windows = apply_context_windows(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), 8, 2,
+                                    "uniform_standard", "pyramid")
+    ksample(windows, frames=8, steps=1)  # nodes that keep the schedule pass
 
 
 def test_under_an_attention_override_that_ignores_masks_frames_stay_in_their_own_sequences(base, motion, monkeypatch):
