@@ -6,7 +6,7 @@ import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
-from ..sampling.free_init import diffuse_to_last_step, low_pass_filter, mix_frequencies
+from ..sampling.free_init import coarse_to_fine, diffuse_to_last_step, low_pass_filter, mix_frequencies
 
 KEY = "animatediff_free_init"
 
@@ -17,6 +17,7 @@ class FreeInit:
     kind: str
     spatial_cutoff: float
     temporal_cutoff: float
+    fast_sampling: bool = False
 
     def sample(self, executor, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
                disable_pbar=False, seed=None, **kwargs):
@@ -38,7 +39,8 @@ class FreeInit:
                 fresh = torch.randn(noise.shape, generator=fresh_noise, dtype=torch.float32)
                 current = mix_frequencies(diffuse_to_last_step(clean, noise.cpu().float(), sigma_max), fresh,
                                           low_pass).to(noise.dtype)
-            output = executor(current, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+            steps = coarse_to_fine(sigmas, round_index, self.iterations) if self.fast_sampling else sigmas
+            output = executor(current, latent_image, sampler, steps, denoise_mask, callback, disable_pbar, seed,
                               **kwargs)
         return output
 
@@ -52,11 +54,13 @@ class FreeInit:
                                    "the model path for video to video.")
 
 
-def apply_free_init(model, iterations: int, kind: str, spatial_cutoff: float, temporal_cutoff: float):
+def apply_free_init(model, iterations: int, kind: str, spatial_cutoff: float, temporal_cutoff: float,
+                    fast_sampling: bool = False):
     low_pass_filter(2, 2, 2, kind, spatial_cutoff, temporal_cutoff)  # bad settings fail here, not mid-run
     patched = model.clone()
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     patched.remove_wrappers_with_key(outer, KEY)  # a second FreeInit node replaces the first, not nests in it
     if iterations > 1:
-        patched.add_wrapper_with_key(outer, KEY, FreeInit(iterations, kind, spatial_cutoff, temporal_cutoff).sample)
+        run = FreeInit(iterations, kind, spatial_cutoff, temporal_cutoff, fast_sampling)
+        patched.add_wrapper_with_key(outer, KEY, run.sample)
     return patched

@@ -3,6 +3,7 @@ import math
 
 import comfy.patcher_extension
 import comfy.sample
+import comfy.samplers
 import numpy as np
 import pytest
 import torch
@@ -32,17 +33,26 @@ def test_one_iteration_is_plain_sampling(animated):
     assert torch.equal(ksample(free_init(animated, 1), frames=8), ksample(animated, frames=8))
 
 
-@pytest.mark.parametrize("frames,windows", [(8, False), (20, True)])
-def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_noise(animated, frames, windows):
+def sample_in_steps(model, noise, sigmas, seed):
+    """ComfyUI's sampling over exactly these sigmas (euler, cfg 7.5), from an empty latent."""
+    return comfy.sample.sample_custom(model, noise, 7.5, comfy.samplers.sampler_object("euler"), sigmas,
+                                      conditioning(11), conditioning(12), torch.zeros_like(noise), seed=seed)
+
+
+@pytest.mark.parametrize("frames,windows,fast", [(8, False, False), (20, True, False), (8, False, True)])
+def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_noise(animated, frames, windows, fast):
     """Also under context windows (20 frames in windows of 8): the rounds are whole sampling runs, so the
-    windows are the sampler's business, round after round."""
+    windows are the sampler's business, round after round. With fast sampling the first of two rounds takes
+    int(2 / 2 · 1) = 1 of the 2 steps: the schedule's first and last sigma."""
     seed = 5
     if windows:
         animated = apply_context_windows(animated, 8, 2, "uniform_standard", "pyramid")
-    ours = ksample(free_init(animated, 2, "gaussian", 0.3, 0.2), frames=frames, seed=seed)
+    (model,) = FreeInit().apply(animated, 2, "gaussian", 0.3, 0.2, fast_sampling=fast)
+    ours = ksample(model, frames=frames, seed=seed)
 
-    first = ksample(animated, frames=frames, seed=seed)
     initial_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
+    sigmas = comfy.samplers.calculate_sigmas(animated.get_model_object("model_sampling"), "normal", 2)
+    first = sample_in_steps(animated, initial_noise, sigmas[[0, 2]] if fast else sigmas, seed)
     last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
     noised = math.sqrt(last) * first.double() * SD15_LATENT_SCALE + math.sqrt(1 - last) * initial_noise.double()
     stream = torch.Generator().manual_seed(seed)
@@ -50,8 +60,7 @@ def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_nois
     fresh = torch.randn(initial_noise.shape, generator=stream)  # the seed's next draw: new, independent noise
     mask = filter_by_loops(frames, 8, 8, "gaussian", 0.3, 0.2)
     noise = torch.from_numpy(mix_by_numpy(noised.numpy(), fresh.double().numpy(), mask)).float()
-    expected = comfy.sample.sample(animated, noise, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12),
-                                   latent(frames)["samples"], seed=seed)
+    expected = sample_in_steps(animated, noise, sigmas, seed)
     assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
     assert (ours - first).abs().max() > 0.05 * first.abs().max()  # and the second round did change the frames
 

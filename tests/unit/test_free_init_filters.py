@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from animatediff.sampling.free_init import diffuse_to_last_step, low_pass_filter, mix_frequencies
+from animatediff.sampling.free_init import coarse_to_fine, diffuse_to_last_step, low_pass_filter, mix_frequencies
 from reference import filter_by_loops, mix_by_numpy
 
 
@@ -35,3 +35,11 @@ def test_diffusion_to_the_last_step_is_ddpms_forward_process():
     clean, noise = torch.randn(2, 3, 4, 5, 5, generator=torch.Generator().manual_seed(1)).unbind(0)
     expected = math.sqrt(last) * clean + math.sqrt(1 - last) * noise
     assert torch.allclose(diffuse_to_last_step(clean, noise, sigma_max), expected, atol=1e-6)
+
+
+def test_coarse_to_fine_rounds_take_the_papers_step_counts_from_the_schedule():
+    sigmas = torch.tensor([14.6, 9.0, 6.0, 4.0, 2.5, 1.5, 0.8, 0.4, 0.1, 0.0])  # 9 steps
+    assert coarse_to_fine(sigmas, 0, 3).tolist() == sigmas[[0, 3, 6, 9]].tolist()  # int(9 / 3 · 1) = 3 steps
+    assert coarse_to_fine(sigmas, 1, 3).tolist() == sigmas[[0, 2, 3, 4, 6, 8, 9]].tolist()  # 6: 1.5 apart, rounded
+    assert torch.equal(coarse_to_fine(sigmas, 2, 3), sigmas)
+    assert coarse_to_fine(sigmas[:3], 0, 5).tolist() == sigmas[[0, 2]].tolist()  # never fewer than one step
