@@ -1,12 +1,13 @@
 """FreeInit on a cloned ModelPatcher: an OUTER_SAMPLE wrapper runs ComfyUI's whole sampling once per round,
 so it works under every sampler node (KSampler, SamplerCustomAdvanced, AnimateDiff_Sampler)."""
+import math
 from dataclasses import dataclass
 
 import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
-from ..sampling.free_init import coarse_to_fine, diffuse_to_last_step, low_pass_filter, mix_frequencies
+from ..sampling.free_init import coarse_to_fine, diffuse_to_start, low_pass_filter, mix_frequencies
 
 KEY = "animatediff_free_init"
 
@@ -21,9 +22,14 @@ class FreeInit:
 
     def sample(self, executor, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
                disable_pbar=False, seed=None, **kwargs):
+        if denoise_mask is not None or torch.count_nonzero(latent_image) > 0:
+            raise AnimateDiffError("AnimateDiff_FreeInit samples from pure noise, every round: give it an empty "
+                                   "latent (EmptyLatentImage) and no noise mask, or take it out of the model path "
+                                   "for video to video.")
         guider = executor.class_obj
         sigma_max = float(guider.model_patcher.get_model_object("model_sampling").sigma_max)
-        self.check(latent_image, sigmas, denoise_mask, sigma_max)
+        start = float(sigmas[0])
+        from_max = math.isclose(start, sigma_max, rel_tol=1e-5) or start > sigma_max  # as ComfyUI's samplers tell
         # each round processes the conds anew, as ComfyUI's sample() prepares them for its one round
         prepared = {k: [c.copy() for c in v] for k, v in guider.conds.items()}
         low_pass = low_pass_filter(noise.shape[0], *noise.shape[-2:], self.kind, self.spatial_cutoff,
@@ -37,21 +43,12 @@ class FreeInit:
                 guider.conds = {k: [c.copy() for c in v] for k, v in prepared.items()}
                 clean = guider.model_patcher.model.process_latent_in(output).to("cpu", torch.float32)
                 fresh = torch.randn(noise.shape, generator=fresh_noise, dtype=torch.float32)
-                current = mix_frequencies(diffuse_to_last_step(clean, noise.cpu().float(), sigma_max), fresh,
-                                          low_pass).to(noise.dtype)
+                renoised = diffuse_to_start(clean, noise.cpu().float(), start, from_max)
+                current = mix_frequencies(renoised, fresh, low_pass).to(noise.dtype)
             steps = coarse_to_fine(sigmas, round_index, self.iterations) if self.fast_sampling else sigmas
             output = executor(current, latent_image, sampler, steps, denoise_mask, callback, disable_pbar, seed,
                               **kwargs)
         return output
-
-    @staticmethod
-    def check(latent_image, sigmas, denoise_mask, sigma_max):
-        """FreeInit re-noises a finished animation from the very first timestep: it is for text to video."""
-        starts_below = float(sigmas[0]) < sigma_max * (1 - 1e-5)
-        if denoise_mask is not None or starts_below or torch.count_nonzero(latent_image) > 0:
-            raise AnimateDiffError("AnimateDiff_FreeInit samples from pure noise, every round: give it an empty "
-                                   "latent (EmptyLatentImage), denoise 1.0 and no noise mask, or take it out of "
-                                   "the model path for video to video.")
 
 
 def apply_free_init(model, iterations: int, kind: str, spatial_cutoff: float, temporal_cutoff: float,

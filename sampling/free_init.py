@@ -1,5 +1,5 @@
-"""FreeInit (Wu et al. 2023): sample, diffuse the result back to the last timestep, keep its low spatio-temporal
-frequencies, take the high ones from fresh noise, and sample again from that mix.
+"""FreeInit (Wu et al. 2023): sample, diffuse the result back to where the schedule starts (the last timestep),
+keep its low spatio-temporal frequencies, take the high ones from fresh noise, and sample again from that mix.
 
 Noise drawn for inference has low frequencies that the noised training videos never had; the re-noised result
 carries the ones the model expects, which makes frames more consistent over time. Tensors here are the latent
@@ -54,10 +54,10 @@ def coarse_to_fine(sigmas: torch.Tensor, round_index: int, rounds: int) -> torch
     return sigmas[torch.linspace(0, steps, count + 1).round().long()]
 
 
-def diffuse_to_last_step(clean: torch.Tensor, noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
-    """DDPM's forward process to the last timestep, sqrt(ᾱ)·x0 + sqrt(1 − ᾱ)·ε, with ᾱ = 1 / (1 + σ_max²).
-
-    At full denoise ComfyUI starts from noise · sqrt(1 + σ_max²), so the result is in the units of the unit noise a
-    sampler takes."""
-    signal = 1 / math.sqrt(1 + sigma_max ** 2)
-    return signal * clean + math.sqrt(1 - signal ** 2) * noise
+def diffuse_to_start(clean: torch.Tensor, noise: torch.Tensor, sigma: float, from_max: bool) -> torch.Tensor:
+    """`clean` noised back to the schedule's first sigma with the first round's noise, clean + σ·ε, in the units
+    of the unit noise a sampler starts from: ComfyUI scales it by sqrt(1 + σ²) when the schedule starts at the
+    model's largest sigma (then this is DDPM's forward process to the last timestep, sqrt(ᾱ)·x0 + sqrt(1 − ᾱ)·ε
+    with ᾱ = 1 / (1 + σ²)), and by σ when it starts below (ddim_uniform, for one)."""
+    scale = math.sqrt(1 + sigma ** 2) if from_max else sigma
+    return (clean + sigma * noise) / scale

@@ -39,28 +39,37 @@ def sample_in_steps(model, noise, sigmas, seed):
                                       conditioning(11), conditioning(12), torch.zeros_like(noise), seed=seed)
 
 
-@pytest.mark.parametrize("frames,windows,fast", [(8, False, False), (20, True, False), (8, False, True)])
-def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_noise(animated, frames, windows, fast):
+@pytest.mark.parametrize("frames,windows,fast,scheduler", [(8, False, False, "normal"), (20, True, False, "normal"),
+                                                           (8, False, True, "normal"), (8, False, False, "ddim_uniform")])
+def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_noise(animated, frames, windows, fast,
+                                                                                 scheduler):
     """Also under context windows (20 frames in windows of 8): the rounds are whole sampling runs, so the
     windows are the sampler's business, round after round. With fast sampling the first of two rounds takes
-    int(2 / 2 · 1) = 1 of the 2 steps: the schedule's first and last sigma."""
+    int(2 / 2 · 1) = 1 of the 2 steps: the schedule's first and last sigma. ddim_uniform starts below the
+    largest sigma, where ComfyUI's samplers scale the noise by σ instead of sqrt(1 + σ²)."""
     seed = 5
     if windows:
         animated = apply_context_windows(animated, 8, 2, "uniform_standard", "pyramid")
     (model,) = FreeInit().apply(animated, 2, "gaussian", 0.3, 0.2, fast_sampling=fast)
-    ours = ksample(model, frames=frames, seed=seed)
+    ours = ksample(model, frames=frames, seed=seed, scheduler=scheduler)
 
     initial_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
-    sigmas = comfy.samplers.calculate_sigmas(animated.get_model_object("model_sampling"), "normal", 2)
+    sigmas = comfy.samplers.calculate_sigmas(animated.get_model_object("model_sampling"), scheduler, 2)
     first = sample_in_steps(animated, initial_noise, sigmas[[0, 2]] if fast else sigmas, seed)
-    last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
-    noised = math.sqrt(last) * first.double() * SD15_LATENT_SCALE + math.sqrt(1 - last) * initial_noise.double()
+    clean = first.double() * SD15_LATENT_SCALE
+    if scheduler == "normal":  # from the largest sigma: DDPM's forward process to timestep 999
+        last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
+        noised = math.sqrt(last) * clean + math.sqrt(1 - last) * initial_noise.double()
+    else:
+        start = sigmas[0].item()
+        assert start < 0.9 * animated.get_model_object("model_sampling").sigma_max.item()
+        noised = clean / start + initial_noise.double()
     stream = torch.Generator().manual_seed(seed)
     assert torch.equal(torch.randn(initial_noise.shape, generator=stream), initial_noise)
     fresh = torch.randn(initial_noise.shape, generator=stream)  # the seed's next draw: new, independent noise
     mask = filter_by_loops(frames, 8, 8, "gaussian", 0.3, 0.2)
     noise = torch.from_numpy(mix_by_numpy(noised.numpy(), fresh.double().numpy(), mask)).float()
-    expected = sample_in_steps(animated, noise, sigmas, seed)
+    expected = sample_in_steps(animated, noise, sigmas, seed)  # ComfyUI picks the noise scaling from sigmas[0]
     assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
     assert (ours - first).abs().max() > 0.05 * first.abs().max()  # and the second round did change the frames
 
@@ -79,9 +88,9 @@ def test_video_to_video_is_refused_with_what_to_do(animated):
     video = {"samples": torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
     with pytest.raises(AnimateDiffError, match="give it an empty latent"):
         nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12), video)
-    with pytest.raises(AnimateDiffError, match="denoise 1.0"):
-        nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12), latent(8),
-                              denoise=0.5)
+    with pytest.raises(AnimateDiffError, match="no noise mask"):
+        nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12),
+                              {**latent(8), "noise_mask": torch.ones(8, 1, 8, 8)})
     with pytest.raises(ValueError, match="cutoffs must be positive"):
         free_init(animated, 2, d_t=0.0)
     assert np.isfinite(ksample(model, frames=8).numpy()).all()  # and the model still samples afterwards

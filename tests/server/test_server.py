@@ -9,6 +9,7 @@ from comfy_server import adapt_workflow, execution_error, ui_to_api
 
 pytestmark = pytest.mark.slow
 WORKFLOWS = Path(__file__).resolve().parents[2] / "example_workflows"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
@@ -93,6 +94,25 @@ def test_animatelcm_example_makes_40_frames_in_one_window(server):
     entry = server.run(prompt)
     assert execution_error(entry) is None, execution_error(entry)
     assert saved_frames(server, entry) == 40
+
+
+def test_the_http_recipe_in_the_docs_makes_an_animation(server, tmp_path, monkeypatch):
+    """docs/http_api.md's code, run as written against this server; only the address and the model files differ.
+    Its prompt file is the txt2vid example in API form."""
+    code = (DOCS / "http_api.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    address, load = 'COMFY = "http://127.0.0.1:8188"', 'prompt = json.load(open("txt2vid_api.json"))'
+    assert address in code and load in code
+    prompt = json.loads((DOCS / "txt2vid_api.json").read_text())
+    assert prompt == ui_to_api(json.loads((WORKFLOWS / "txt2vid.json").read_text()), server.get("/object_info"))
+    assert "mm_v2.safetensors" in server.get("/models/animatediff_models")
+    adapt_workflow(prompt, files={**FIXTURE_NAMES, "model_name": "mm_v2.safetensors"}, width=32, height=32,
+                   frames=8, steps=1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace(address, f'COMFY = "{server.url}"').replace(load, "prompt = PROMPT"),
+                 "docs/http_api.md", "exec"), {"PROMPT": prompt})
+    (saved,) = tmp_path.glob("*.webp")
+    with Image.open(saved) as webp:
+        assert webp.n_frames == 8
 
 
 def failure(server, prompt) -> str:

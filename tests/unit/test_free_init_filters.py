@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from animatediff.sampling.free_init import coarse_to_fine, diffuse_to_last_step, low_pass_filter, mix_frequencies
+from animatediff.sampling.free_init import coarse_to_fine, diffuse_to_start, low_pass_filter, mix_frequencies
 from reference import filter_by_loops, mix_by_numpy
 
 
@@ -34,7 +34,9 @@ def test_diffusion_to_the_last_step_is_ddpms_forward_process():
     sigma_max = math.sqrt((1 - last) / last)  # ComfyUI's sigma at timestep 999
     clean, noise = torch.randn(2, 3, 4, 5, 5, generator=torch.Generator().manual_seed(1)).unbind(0)
     expected = math.sqrt(last) * clean + math.sqrt(1 - last) * noise
-    assert torch.allclose(diffuse_to_last_step(clean, noise, sigma_max), expected, atol=1e-6)
+    assert torch.allclose(diffuse_to_start(clean, noise, sigma_max, from_max=True), expected, atol=1e-6)
+    # a schedule starting below the largest sigma: the sampler starts from noise · σ, so clean / σ + ε
+    assert torch.allclose(diffuse_to_start(clean, noise, 8.0, from_max=False), clean / 8 + noise, atol=1e-6)
 
 
 def test_coarse_to_fine_rounds_take_the_papers_step_counts_from_the_schedule():
