@@ -50,7 +50,7 @@ def coarse_to_fine(sigmas: torch.Tensor, round_index: int, rounds: int) -> torch
     """FreeInit's faster variant: round k of n (from 0) takes int(steps · (k + 1) / n) steps, here as many of
     the schedule's own sigmas, evenly spread, its first and last kept; the last round takes them all."""
     steps = len(sigmas) - 1
-    count = max(1, int(steps / rounds * (round_index + 1)))
+    count = max(1, steps * (round_index + 1) // rounds)  # in integers: the last round gets every step, exactly
     return sigmas[torch.linspace(0, steps, count + 1).round().long()]
 
 

@@ -45,3 +45,6 @@ def test_coarse_to_fine_rounds_take_the_papers_step_counts_from_the_schedule():
     assert coarse_to_fine(sigmas, 1, 3).tolist() == sigmas[[0, 2, 3, 4, 6, 8, 9]].tolist()  # 6: 1.5 apart, rounded
     assert torch.equal(coarse_to_fine(sigmas, 2, 3), sigmas)
     assert coarse_to_fine(sigmas[:3], 0, 5).tolist() == sigmas[[0, 2]].tolist()  # never fewer than one step
+    for steps in range(1, 200):  # the last round always takes the whole schedule (float division would not)
+        schedule = torch.linspace(10, 0, steps + 1)
+        assert all(torch.equal(coarse_to_fine(schedule, rounds - 1, rounds), schedule) for rounds in range(1, 11))
