@@ -253,7 +253,13 @@ class ScheduleKept:
     schedule: str
 
     def check(self, executor, *args, **kwargs):
-        if executor.class_obj.model_patcher.get_model_object("model_sampling") is not self.model_sampling:
+        current = executor.class_obj.model_patcher.get_model_object("model_sampling")
+        ours = self.model_sampling
+        # the same object, or (should a ComfyUI copy it) the same sigmas: another schedule would differ in them
+        kept = current is ours or (getattr(current, "sigmas", None) is not None
+                                   and current.sigmas.shape == ours.sigmas.shape
+                                   and torch.equal(current.sigmas.cpu(), ours.sigmas.cpu()))
+        if not kept:
             raise AnimateDiffError(
                 "A node after AnimateDiff_ApplyMotionModule (such as ModelSamplingDiscrete) replaced the noise "
                 f"schedule set there (beta_schedule={self.schedule}), so the animation would sample with other "

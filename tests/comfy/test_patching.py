@@ -1,4 +1,6 @@
 """The motion module inside a real in-process ComfyUI: placement, ejection, base model untouched."""
+import copy
+
 import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
@@ -220,7 +222,10 @@ def test_a_model_sampling_node_after_apply_is_refused_before_it_washes_the_anima
                                sampler="lcm"))
     windows = apply_context_windows(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), 8, 2,
                                     "uniform_standard", "pyramid")
-    ksample(windows, frames=8, steps=1)  # nodes that keep the schedule pass
+    ksample(windows, frames=8, steps=1)  # nodes that keep the schedule pass, and so does a copy of it
+    copied = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    copied.add_object_patch("model_sampling", copy.deepcopy(copied.get_model_object("model_sampling")))
+    ksample(copied, frames=8, steps=1)
 
 
 def test_under_an_attention_override_that_ignores_masks_frames_stay_in_their_own_sequences(base, motion, monkeypatch):
