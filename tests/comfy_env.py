@@ -7,8 +7,11 @@ import comfy.cli_args
 
 comfy.cli_args.args.cpu = True  # before comfy.model_management is imported anywhere
 
+import comfy.cldm.cldm  # noqa: E402
+import comfy.controlnet  # noqa: E402
 import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
+import comfy.ops  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import torch  # noqa: E402
@@ -66,3 +69,22 @@ def ksample(model, frames=16, seed=1, steps=2, cfg=7.5, sampler="euler", schedul
 
 def unet_state(patcher) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in patcher.model.diffusion_model.state_dict().items()}
+
+
+def tiny_controlnet(seed):
+    """A random SD1.5-format ControlNet (comfy.cldm) whose blocks match the tiny UNet's, as ComfyUI loads one."""
+    config = {k: v for k, v in TINY_SD15.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", operations=comfy.ops.disable_weight_init, **config)
+    random_fill(net, seed)
+    return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
+
+
+def hint_images(values, size=64):
+    """An IMAGE batch (b, h, w, 3): image b is filled with values[b]."""
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, size, size, 3).clone()
+
+
+def with_controlnet(positive, negative, net, values):
+    """The core ControlNetApplyAdvanced node: hint b for frame b, strength 1 over the whole schedule."""
+    import nodes
+    return nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, net, hint_images(values), 1.0, 0.0, 1.0)

@@ -3,15 +3,12 @@
 What each window receives (conds, ControlNet hints, ad_params), equivalence with plain sampling, long
 videos past the motion module's table, noise types through AnimateDiff_Sampler, and peak memory.
 """
-import comfy.cldm.cldm
 import comfy.controlnet
 import comfy.model_management
-import comfy.ops
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.t2i_adapter.adapter
-import nodes
 import pytest
 import torch
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
@@ -19,7 +16,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from comfy_env import TINY_SD15, ksample, latent, random_fill, unet_state
+from comfy_env import ksample, latent, random_fill, tiny_controlnet, unet_state, with_controlnet
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sampler import Sampler
@@ -43,29 +40,12 @@ def flat_prompt(value):
     return [[torch.full((1, 77, 768), value), {}]]
 
 
-def tiny_controlnet(seed):
-    """A random SD1.5-format ControlNet (comfy.cldm) whose blocks match the tiny UNet's, as ComfyUI loads one."""
-    config = {k: v for k, v in TINY_SD15.items() if k != "out_channels"}
-    net = comfy.cldm.cldm.ControlNet(hint_channels=3, device="cpu", operations=comfy.ops.disable_weight_init, **config)
-    random_fill(net, seed)
-    return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
-
-
 def tiny_t2i_adapter(seed):
     """A random SD1.5 T2I-Adapter (comfy.t2i_adapter) whose features match the tiny UNet's blocks."""
     adapter = comfy.t2i_adapter.adapter.Adapter(channels=[32, 64, 128, 128], nums_rb=1, cin=3 * 64, ksize=1, sk=True,
                                                 use_conv=False, xl=False)
     random_fill(adapter, seed)
     return comfy.controlnet.T2IAdapter(adapter, 3, 8, "nearest-exact", device=torch.device("cpu"))
-
-
-def hint_images(values, size=64):
-    """An IMAGE batch (b, h, w, 3): image b is filled with values[b]."""
-    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, size, size, 3).clone()
-
-
-def with_controlnet(positive, negative, net, values):
-    return nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, net, hint_images(values), 1.0, 0.0, 1.0)
 
 
 def control_chain(conditioning):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_env import conditioning, ksample, latent
+from comfy_env import conditioning, ksample, latent, tiny_controlnet, with_controlnet
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.free_init import FreeInit
 from animatediff.patching.context import apply_context_windows
@@ -31,6 +31,24 @@ def free_init(model, iterations, kind="butterworth", d_s=0.25, d_t=0.25):
 
 def test_one_iteration_is_plain_sampling(animated):
     assert torch.equal(ksample(free_init(animated, 1), frames=8), ksample(animated, frames=8))
+
+
+def second_round_noise(first, seed, kind, d_s, d_t, start_below=None):
+    """The paper's re-initialisation, restated: `first` (a finished round) noised back with the seed's initial
+    noise, low-passed over frames × height × width, plus the high frequencies of the seed's next draw."""
+    frames = first.shape[0]
+    initial_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
+    clean = first.double() * SD15_LATENT_SCALE
+    if start_below is None:  # from the largest sigma: DDPM's forward process to timestep 999
+        last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
+        noised = math.sqrt(last) * clean + math.sqrt(1 - last) * initial_noise.double()
+    else:  # ComfyUI's samplers scale the noise by σ there, not by sqrt(1 + σ²)
+        noised = clean / start_below + initial_noise.double()
+    stream = torch.Generator().manual_seed(seed)
+    assert torch.equal(torch.randn(initial_noise.shape, generator=stream), initial_noise)
+    fresh = torch.randn(initial_noise.shape, generator=stream)  # the seed's next draw: new, independent noise
+    mask = filter_by_loops(frames, 8, 8, kind, d_s, d_t)
+    return torch.from_numpy(mix_by_numpy(noised.numpy(), fresh.double().numpy(), mask)).float()
 
 
 def sample_in_steps(model, noise, sigmas, seed):
@@ -56,22 +74,30 @@ def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_nois
     initial_noise = comfy.sample.prepare_noise(latent(frames)["samples"], seed)
     sigmas = comfy.samplers.calculate_sigmas(animated.get_model_object("model_sampling"), scheduler, 2)
     first = sample_in_steps(animated, initial_noise, sigmas[[0, 2]] if fast else sigmas, seed)
-    clean = first.double() * SD15_LATENT_SCALE
-    if scheduler == "normal":  # from the largest sigma: DDPM's forward process to timestep 999
-        last = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float64), 0)[-1].item()
-        noised = math.sqrt(last) * clean + math.sqrt(1 - last) * initial_noise.double()
-    else:
-        start = sigmas[0].item()
-        assert start < 0.9 * animated.get_model_object("model_sampling").sigma_max.item()
-        noised = clean / start + initial_noise.double()
-    stream = torch.Generator().manual_seed(seed)
-    assert torch.equal(torch.randn(initial_noise.shape, generator=stream), initial_noise)
-    fresh = torch.randn(initial_noise.shape, generator=stream)  # the seed's next draw: new, independent noise
-    mask = filter_by_loops(frames, 8, 8, "gaussian", 0.3, 0.2)
-    noise = torch.from_numpy(mix_by_numpy(noised.numpy(), fresh.double().numpy(), mask)).float()
+    start_below = None if scheduler == "normal" else sigmas[0].item()
+    if start_below:
+        assert start_below < 0.9 * animated.get_model_object("model_sampling").sigma_max.item()
+    noise = second_round_noise(first, seed, "gaussian", 0.3, 0.2, start_below)
     expected = sample_in_steps(animated, noise, sigmas, seed)  # ComfyUI picks the noise scaling from sigmas[0]
     assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
     assert (ours - first).abs().max() > 0.05 * first.abs().max()  # and the second round did change the frames
+
+
+def test_controlnet_hints_guide_every_round(animated):
+    """ControlNets are prepared and cleaned up by each round's sampling: the second round under a hint per frame
+    equals sampling that noise with the same hints."""
+    frames, seed = 6, 3
+    positive, negative = with_controlnet(conditioning(11), conditioning(12), tiny_controlnet(7),
+                                         [k / frames for k in range(frames)])
+    ours = ksample(free_init(animated, 2, "butterworth"), frames=frames, seed=seed, positive=positive,
+                   negative=negative)
+    first = ksample(animated, frames=frames, seed=seed, positive=positive, negative=negative)
+    noise = second_round_noise(first, seed, "butterworth", 0.25, 0.25)
+    expected = comfy.sample.sample(animated, noise, 2, 7.5, "euler", "normal", positive, negative,
+                                   latent(frames)["samples"], seed=seed)
+    unguided = ksample(free_init(animated, 2, "butterworth"), frames=frames, seed=seed)
+    assert (ours - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert (ours - unguided).abs().max() > 0.05 * unguided.abs().max()  # the hints did guide the second round
 
 
 def test_a_second_freeinit_node_replaces_the_first_and_the_input_model_keeps_none(animated):
