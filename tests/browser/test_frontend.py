@@ -309,6 +309,33 @@ def test_warning_when_frames_exceed_the_motion_module(page, screenshots):
     assert "40 frames" in wait_for_warning(page, "AnimateDiff_ApplyMotionModule", True)
 
 
+def test_warning_when_a_model_sampling_node_follows_apply(page, screenshots):
+    """The run would stop: ModelSamplingDiscrete between Apply Motion Module and the sampler would bring SD1.5's
+    betas back. Before Apply (where it belongs) or with beta_schedule use_existing, nothing to say."""
+    load_tiny_txt2vid(page, frames=16)
+    wait_for_warning(page, "AnimateDiff_Sampler", False)
+    page.evaluate(f"""() => {{
+        const find = {FIND_NODE};
+        const apply = find("AnimateDiff_ApplyMotionModule"), sampler = find("AnimateDiff_Sampler");
+        const sampling = LiteGraph.createNode("ModelSamplingDiscrete");
+        sampling.pos = [880, 470];
+        app.graph.add(sampling);
+        apply.connect(0, sampling, 0);
+        sampling.connect(0, sampler, 0);
+    }}""")
+    text = wait_for_warning(page, "AnimateDiff_Sampler", True)
+    assert text.startswith("ModelSamplingDiscrete after Apply Motion Module replaces its noise schedule")
+    assert wait_for_warning(page, "AnimateDiff_ApplyMotionModule", True) == text
+    screenshot(page, screenshots / "warning-model-sampling-after-apply.png")
+    set_widget(page, "AnimateDiff_ApplyMotionModule", "beta_schedule", "use_existing")
+    wait_for_warning(page, "AnimateDiff_Sampler", False)
+    set_widget(page, "AnimateDiff_ApplyMotionModule", "beta_schedule", "autoselect")
+    wait_for_warning(page, "AnimateDiff_Sampler", True)
+    page.evaluate(f"() => {{ ({FIND_NODE})('ModelSamplingDiscrete').mode = 4; }}")  # bypassed
+    wait_for_warning(page, "AnimateDiff_Sampler", False)
+    wait_for_warning(page, "AnimateDiff_ApplyMotionModule", False)
+
+
 def test_queue_from_the_page_shows_the_animation(page, server, screenshots):
     load_tiny_txt2vid(page, frames=4)
     before = set(server.get("/history"))

@@ -111,12 +111,23 @@ function motionModuleName(apply) {
   return widget && (!Array.isArray(listed) || listed.includes(widget.value)) ? widget.value : null;
 }
 
-// The over-length warning of one sampler, or null: its frames exceed the table of the motion module on its
-// model path and no context windows are on that path (the run would stop with the same message).
+// The warning of one sampler, or null, in either case the run would stop with the same message: a
+// ModelSampling node between Apply Motion Module and the sampler replaces the schedule Apply set, or its frames
+// exceed the table of the motion module on its model path and no context windows are on that path.
 function samplerWarning(sampler) {
   const path = modelPathUp(sampler);
-  const apply = path.find((n) => classOf(n) === APPLY && isActive(n));
-  if (!apply || path.some((n) => classOf(n) === CONTEXT && isActive(n))) return null;
+  const applyAt = path.findIndex((n) => classOf(n) === APPLY && isActive(n));
+  const apply = path[applyAt];
+  if (!apply) return null;
+  const resampling = path.slice(0, applyAt).find((n) => /^ModelSampling/.test(classOf(n)) && isActive(n));
+  if (resampling && widgetValue(apply, "beta_schedule") !== "use_existing") {
+    return {
+      apply,
+      text: `${resampling.title || classOf(resampling)} after Apply Motion Module replaces its noise schedule: ` +
+        `move it before Apply Motion Module, or set beta_schedule to use_existing.`,
+    };
+  }
+  if (path.some((n) => classOf(n) === CONTEXT && isActive(n))) return null;
   const frames = latentFrames(sampler);
   const info = motionModuleInfo(motionModuleName(apply));
   if (!info || typeof frames !== "number" || frames <= info.max_frames) return null;
