@@ -37,13 +37,14 @@ class FreeInit:
         # the seed's first draw is ComfyUI's initial noise; the fresh noise continues the stream, independent of it
         fresh_noise = torch.Generator().manual_seed(0 if seed is None else seed)
         torch.randn(noise.shape, generator=fresh_noise)
+        first_noise = noise.cpu().float()  # what every round's re-noising adds back
         current = noise
         for round_index in range(self.iterations):
             if round_index:
                 guider.conds = {k: [c.copy() for c in v] for k, v in prepared.items()}
                 clean = guider.model_patcher.model.process_latent_in(output).to("cpu", torch.float32)
                 fresh = torch.randn(noise.shape, generator=fresh_noise, dtype=torch.float32)
-                renoised = diffuse_to_start(clean, noise.cpu().float(), start, from_max)
+                renoised = diffuse_to_start(clean, first_noise, start, from_max)
                 current = mix_frequencies(renoised, fresh, low_pass).to(noise.dtype)
             steps = coarse_to_fine(sigmas, round_index, self.iterations) if self.fast_sampling else sigmas
             output = executor(current, latent_image, sampler, steps, denoise_mask, callback, disable_pbar, seed,
