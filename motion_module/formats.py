@@ -52,8 +52,11 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             raise ModelFileError(path, f"is not a PyTorch checkpoint that can be read safely ({type(e).__name__}: "
                                  f"{reason.strip()}); nothing in it was run.",
                                  "Download it again, or use the .safetensors version of the model.") from e
-        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-            loaded = loaded["state_dict"]
+        # Lightning saves under "state_dict"; SparseCtrl's training under "controlnet"
+        wrapped = next((key for key in ("state_dict", "controlnet") if isinstance(loaded, dict)
+                        and isinstance(loaded.get(key), dict)), None)
+        if wrapped:
+            loaded = loaded[wrapped]
         if not isinstance(loaded, dict):
             raise ModelFileError(path, f"holds a {type(loaded).__name__}, not a dictionary of weights.")
         # v3-era files carry a non-tensor `animatediff_config` entry: configuration, not weights.
@@ -75,8 +78,9 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
                 "For text-to-video use AnimateLCM_sd15_t2v, which this pack runs.")
     if has("controlnet_cond_embedding."):  # a ControlNet in diffusers' layout, SparseCtrl's too
         if has("motion_modules."):
-            return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), which this pack does not run yet",
-                    "Use a ControlNet pack that runs SparseCtrl; v3's motion module is v3_sd15_mm.ckpt.")
+            return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), not a motion module",
+                    "Put it in models/controlnet and load it with AnimateDiff_LoadSparseCtrl; v3's motion module "
+                    "is v3_sd15_mm.ckpt.")
         return "a ControlNet in diffusers' format, not a motion module", "Load it with the core ControlNet loader."
     if has("motion_modules.") and (has(".attn1.to_q") or has("pos_embed.pe")):
         return ("a motion adapter in diffusers' format, which this pack does not read yet",
@@ -97,7 +101,7 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
     spec = _spec_from_keys(state_dict, path)
-    _check_layout(spec, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
+    check_layout(spec, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
 
 
@@ -175,7 +179,7 @@ def _file_shapes(spec: MotionModelSpec, shapes: dict[str, torch.Size]) -> dict[s
     return {k: shape for k, shape in shapes.items() if not k.endswith(TABLE_SUFFIX)}
 
 
-def _check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_dict, path):
+def check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_dict, path):
     """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -217,7 +221,7 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    _check_layout(spec, _file_shapes(spec, model.shapes()), original, path)
+    check_layout(spec, _file_shapes(spec, model.shapes()), original, path)
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}

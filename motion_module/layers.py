@@ -93,10 +93,11 @@ class SimpleProj(nn.Module):
 
 
 class TemporalTransformerBlock(nn.Module):
-    def __init__(self, channels: int, max_len: int, ops):
+    def __init__(self, channels: int, max_len: int, ops, attention_blocks: int):
         super().__init__()
-        self.attention_blocks = nn.ModuleList([TemporalSelfAttention(channels, max_len, ops) for _ in range(2)])
-        self.norms = nn.ModuleList([ops.LayerNorm(channels) for _ in range(2)])
+        self.attention_blocks = nn.ModuleList(
+            [TemporalSelfAttention(channels, max_len, ops) for _ in range(attention_blocks)])
+        self.norms = nn.ModuleList([ops.LayerNorm(channels) for _ in range(attention_blocks)])
         self.ff = GEGLUFeedForward(channels, ops)
         self.ff_norm = ops.LayerNorm(channels)
 
@@ -107,11 +108,11 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, channels: int, max_len: int, ops):
+    def __init__(self, channels: int, max_len: int, ops, attention_blocks: int):
         super().__init__()
         self.norm = ops.GroupNorm(32, channels, eps=1e-6, affine=True)
         self.proj_in = ops.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, max_len, ops)])
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, max_len, ops, attention_blocks)])
         self.proj_out = ops.Linear(channels, channels)
 
     def forward(self, x, frames, attention, motion_scale, transformer_options, pack_sequences):
@@ -125,12 +126,14 @@ class TemporalTransformer(nn.Module):
 
 
 class MotionModule(nn.Module):
-    """One motion module, placed after a block of the image UNet; input and output are (b f) c h w."""
+    """One motion module, placed after a block of the image UNet; input and output are (b f) c h w.
 
-    def __init__(self, channels: int, max_len: int, ops=TORCH_OPS):
+    Motion modules attend twice per block ("Temporal_Self" twice); SparseCtrl's encoder modules once."""
+
+    def __init__(self, channels: int, max_len: int, ops=TORCH_OPS, attention_blocks: int = 2):
         super().__init__()
         self.channels = channels
-        self.temporal_transformer = TemporalTransformer(channels, max_len, ops)
+        self.temporal_transformer = TemporalTransformer(channels, max_len, ops, attention_blocks)
 
     @property
     def max_frames(self) -> int:

@@ -14,13 +14,14 @@ TABLE_SUFFIX = ".pos_encoder.pe"
 @dataclass(frozen=True)
 class MotionModelSpec:
     """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
-    version: str                      # "v1", "v2", "v3" or "AnimateLCM" (MotionVersion)
+    version: str                      # "v1", "v2", "v3", "AnimateLCM" (MotionVersion) or "SparseCtrl"
     down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
     up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
     mid_channels: int | None          # channels of the mid-block module, None when there is none
     max_frames: int                   # rows of the positional table (24, 32, or AnimateLCM's 64)
     modules_per_down_block: int = 2
     modules_per_up_block: int = 3
+    attention_blocks: int = 2         # per module; SparseCtrl's encoder modules have one
 
     @property
     def kind(self) -> str:
@@ -33,28 +34,30 @@ class MotionModelSpec:
                 + len(self.up_channels) * self.modules_per_up_block + (self.mid_channels is not None))
 
 
-@functools.lru_cache(maxsize=8)  # a model has 3-4 distinct channel counts
-def module_shapes(channels: int, max_len: int) -> dict[str, torch.Size]:
+@functools.lru_cache(maxsize=16)  # a model has 3-4 distinct channel counts
+def module_shapes(channels: int, max_len: int, attention_blocks: int) -> dict[str, torch.Size]:
     with torch.device("meta"):
-        return {k: v.shape for k, v in MotionModule(channels, max_len).state_dict().items()}
+        return {k: v.shape for k, v in MotionModule(channels, max_len, attention_blocks=attention_blocks)
+                .state_dict().items()}
 
 
 class MotionBlock(nn.Module):
-    def __init__(self, channels: int, count: int, max_len: int, ops):
+    def __init__(self, channels: int, count: int, max_len: int, ops, attention_blocks: int):
         super().__init__()
-        self.motion_modules = nn.ModuleList([MotionModule(channels, max_len, ops) for _ in range(count)])
+        self.motion_modules = nn.ModuleList(
+            [MotionModule(channels, max_len, ops, attention_blocks) for _ in range(count)])
 
 
 class MotionModel(nn.Module):
     def __init__(self, spec: MotionModelSpec, ops=TORCH_OPS):
         super().__init__()
         self.spec = spec
-        L = spec.max_frames
+        L, A = spec.max_frames, spec.attention_blocks
         self.down_blocks = nn.ModuleList(
-            [MotionBlock(c, spec.modules_per_down_block, L, ops) for c in spec.down_channels])
+            [MotionBlock(c, spec.modules_per_down_block, L, ops, A) for c in spec.down_channels])
         self.up_blocks = nn.ModuleList(
-            [MotionBlock(c, spec.modules_per_up_block, L, ops) for c in spec.up_channels])
-        self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops) if spec.mid_channels else None
+            [MotionBlock(c, spec.modules_per_up_block, L, ops, A) for c in spec.up_channels])
+        self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops, A) if spec.mid_channels else None
 
     @classmethod
     def without_weights(cls, spec: MotionModelSpec, ops=TORCH_OPS) -> "MotionModel":
@@ -69,7 +72,7 @@ class MotionModel(nn.Module):
         Read off plain torch layers, not this model's own: layers may create their weights only when loaded
         (ComfyUI's ops do under dynamic VRAM), and until then have none to read."""
         return {f"{name}.{key}": shape for name, module in self.named_modules() if isinstance(module, MotionModule)
-                for key, shape in module_shapes(module.channels, module.max_frames).items()}
+                for key, shape in module_shapes(module.channels, module.max_frames, self.spec.attention_blocks).items()}
 
     def take_weights(self, state_dict: dict) -> "MotionModel":
         """The given tensors become the weights as they are, so no weight is allocated twice. Positional tables

@@ -4,6 +4,7 @@ from .lora import DomainAdapter, MotionLoRA
 from .motion import ApplyMotionModule, LoadMotionModule
 from .prompt import PromptSchedule
 from .sampler import Sampler
+from .sparse_ctrl import ApplySparseCtrl, LoadSparseCtrl
 from .training import CameraAugment, TrainMotionLoRA
 
 NODE_CLASS_MAPPINGS = {
@@ -17,6 +18,8 @@ NODE_CLASS_MAPPINGS = {
     "AnimateDiff_FreeInit": FreeInit,
     "AnimateDiff_TrainMotionLoRA": TrainMotionLoRA,
     "AnimateDiff_CameraAugment": CameraAugment,
+    "AnimateDiff_LoadSparseCtrl": LoadSparseCtrl,
+    "AnimateDiff_ApplySparseCtrl": ApplySparseCtrl,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +33,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_FreeInit": "FreeInit (AnimateDiff)",
     "AnimateDiff_TrainMotionLoRA": "Train MotionLoRA (AnimateDiff)",
     "AnimateDiff_CameraAugment": "Camera Augment (AnimateDiff)",
+    "AnimateDiff_LoadSparseCtrl": "Load SparseCtrl (AnimateDiff)",
+    "AnimateDiff_ApplySparseCtrl": "Apply SparseCtrl (AnimateDiff)",
 }

@@ -74,15 +74,16 @@ def random_tensor(key: str, shape, gen: torch.Generator) -> torch.Tensor:
     return t.mul_(0.02)
 
 
-def _module_shapes(c: int):
-    """The 28 (key suffix, shape) pairs of one VanillaTemporalModule, in FORMATS.md's table order; pe is None."""
+def _module_shapes(c: int, attention_blocks=2):
+    """The 28 (key suffix, shape) pairs of one VanillaTemporalModule, in FORMATS.md's table order; pe is None.
+    SparseCtrl's modules attend once (20 pairs)."""
     block = "transformer_blocks.0."
     shapes = [("norm.weight", (c,)), ("norm.bias", (c,)), ("proj_in.weight", (c, c)), ("proj_in.bias", (c,))]
-    for a in range(2):
+    for a in range(attention_blocks):
         p = f"{block}attention_blocks.{a}."
         shapes += [(p + "to_q.weight", (c, c)), (p + "to_k.weight", (c, c)), (p + "to_v.weight", (c, c)),
                    (p + "to_out.0.weight", (c, c)), (p + "to_out.0.bias", (c,)), (p + "pos_encoder.pe", None)]
-    for n in range(2):
+    for n in range(attention_blocks):
         shapes += [(f"{block}norms.{n}.weight", (c,)), (f"{block}norms.{n}.bias", (c,))]
     shapes += [(block + "ff.net.0.proj.weight", (8 * c, c)), (block + "ff.net.0.proj.bias", (8 * c,)),
                (block + "ff.net.2.weight", (c, 4 * c)), (block + "ff.net.2.bias", (c,)),
@@ -115,6 +116,85 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                 sd[key] = pes[c].clone()  # separate storage: safetensors refuses shared tensors
             else:
                 sd[key] = random_tensor(key, shape, gen).to(dtype)
+    return sd
+
+
+def _resnet_shapes(c_in: int, c_out: int, temb: int):
+    shapes = [("norm1.weight", (c_in,)), ("norm1.bias", (c_in,)), ("conv1.weight", (c_out, c_in, 3, 3)),
+              ("conv1.bias", (c_out,)), ("time_emb_proj.weight", (c_out, temb)), ("time_emb_proj.bias", (c_out,)),
+              ("norm2.weight", (c_out,)), ("norm2.bias", (c_out,)), ("conv2.weight", (c_out, c_out, 3, 3)),
+              ("conv2.bias", (c_out,))]
+    if c_in != c_out:
+        shapes += [("conv_shortcut.weight", (c_out, c_in, 1, 1)), ("conv_shortcut.bias", (c_out,))]
+    return shapes
+
+
+def _spatial_transformer_shapes(c: int, text_dim: int):
+    """diffusers' Transformer2DModel of SD1.5 (1×1 conv projections, one block)."""
+    t = "transformer_blocks.0."
+    shapes = [("norm.weight", (c,)), ("norm.bias", (c,)), ("proj_in.weight", (c, c, 1, 1)), ("proj_in.bias", (c,))]
+    for attn, kv_dim in (("attn1", c), ("attn2", text_dim)):
+        shapes += [(f"{t}{attn}.to_q.weight", (c, c)), (f"{t}{attn}.to_k.weight", (c, kv_dim)),
+                   (f"{t}{attn}.to_v.weight", (c, kv_dim)), (f"{t}{attn}.to_out.0.weight", (c, c)),
+                   (f"{t}{attn}.to_out.0.bias", (c,))]
+    for n in (1, 2, 3):
+        shapes += [(f"{t}norm{n}.weight", (c,)), (f"{t}norm{n}.bias", (c,))]
+    shapes += [(f"{t}ff.net.0.proj.weight", (8 * c, c)), (f"{t}ff.net.0.proj.bias", (8 * c,)),
+               (f"{t}ff.net.2.weight", (c, 4 * c)), (f"{t}ff.net.2.bias", (c,)),
+               ("proj_out.weight", (c, c, 1, 1)), ("proj_out.bias", (c,))]
+    return shapes
+
+
+def sparse_ctrl_state_dict(kind: str, channels=FULL_CHANNELS, text_dim=768, seed=0,
+                           dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A released-format SparseCtrl (v3_sd15_sparsectrl_rgb / _scribble) with random weights: an SD1.5
+    ControlNet in diffusers' names (SparseControlNetModel) whose down blocks hold one-attention motion
+    modules. `kind` "rgb" embeds 4 latent channels + mask with one conv; "scribble" 3 image channels + mask
+    with ControlNet's hint encoder."""
+    mc, temb = channels[0], 4 * channels[0]
+    shapes = [("conv_in.weight", (mc, 4, 3, 3)), ("conv_in.bias", (mc,)),
+              ("time_embedding.linear_1.weight", (temb, mc)), ("time_embedding.linear_1.bias", (temb,)),
+              ("time_embedding.linear_2.weight", (temb, temb)), ("time_embedding.linear_2.bias", (temb,))]
+    if kind == "rgb":
+        shapes += [("controlnet_cond_embedding.weight", (mc, 5, 3, 3)), ("controlnet_cond_embedding.bias", (mc,))]
+    else:
+        widths = [(4, 16), (16, 16), (16, 32), (32, 32), (32, 96), (96, 96), (96, 256)]
+        for n, (c_in, c_out) in enumerate(widths):
+            name = "conv_in" if n == 0 else f"blocks.{n - 1}"
+            shapes += [(f"controlnet_cond_embedding.{name}.weight", (c_out, c_in, 3, 3)),
+                       (f"controlnet_cond_embedding.{name}.bias", (c_out,))]
+        shapes += [("controlnet_cond_embedding.conv_out.weight", (mc, 256, 3, 3)),
+                   ("controlnet_cond_embedding.conv_out.bias", (mc,))]
+    zero_convs = [mc]
+    c_prev = mc
+    for i, c in enumerate(channels):
+        for j in range(2):
+            shapes += [(f"down_blocks.{i}.resnets.{j}.{k}", s) for k, s in _resnet_shapes(c_prev if j == 0 else c, c, temb)]
+            if i < len(channels) - 1:
+                shapes += [(f"down_blocks.{i}.attentions.{j}.{k}", s) for k, s in _spatial_transformer_shapes(c, text_dim)]
+            shapes += [(f"down_blocks.{i}.motion_modules.{j}.temporal_transformer.{k}", s or (1, 32, c))
+                       for k, s in _module_shapes(c, attention_blocks=1)]
+            zero_convs.append(c)
+        if i < len(channels) - 1:
+            shapes += [(f"down_blocks.{i}.downsamplers.0.conv.weight", (c, c, 3, 3)),
+                       (f"down_blocks.{i}.downsamplers.0.conv.bias", (c,))]
+            zero_convs.append(c)
+        c_prev = c
+    c = channels[-1]
+    for j in range(2):
+        shapes += [(f"mid_block.resnets.{j}.{k}", s) for k, s in _resnet_shapes(c, c, temb)]
+    shapes += [(f"mid_block.attentions.0.{k}", s) for k, s in _spatial_transformer_shapes(c, text_dim)]
+    for n, width in enumerate(zero_convs):
+        shapes += [(f"controlnet_down_blocks.{n}.weight", (width, width, 1, 1)),
+                   (f"controlnet_down_blocks.{n}.bias", (width,))]
+    shapes += [("controlnet_mid_block.weight", (c, c, 1, 1)), ("controlnet_mid_block.bias", (c,))]
+    gen = torch.Generator().manual_seed(seed * 10 + (kind == "rgb"))
+    sd = {}
+    for key, shape in shapes:
+        if key.endswith(".pos_encoder.pe"):
+            sd[key] = sinusoidal_pe(32, shape[-1]).to(dtype)
+        else:
+            sd[key] = random_tensor(key, shape, gen).to(dtype)
     return sd
 
 
@@ -266,6 +346,12 @@ def fixture_jobs(small_only=False):
               lambda: motion_lora_state_dict(SMALL_CHANNELS, rank=8, with_mid=False, seed=2, dtype=torch.float32), None),
              ("small/v3_adapter.ckpt",
               lambda: domain_adapter_state_dict(SMALL_CHANNELS, rank=16, dtype=torch.float32), None)]
+    # SparseCtrls: the training script saved the scribble one under "controlnet"
+    jobs += [("small/sparsectrl_rgb.safetensors",
+              lambda: sparse_ctrl_state_dict("rgb", SMALL_CHANNELS, seed=3, dtype=torch.float32), None),
+             ("small/sparsectrl_scribble.ckpt",
+              lambda: sparse_ctrl_state_dict("scribble", SMALL_CHANNELS, seed=4, dtype=torch.float32),
+              lambda sd: {"controlnet": sd})]
     if not small_only:
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]

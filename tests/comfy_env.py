@@ -13,7 +13,9 @@ import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.ops  # noqa: E402
 import comfy.sample  # noqa: E402
+import comfy.sd  # noqa: E402
 import comfy.supported_models  # noqa: E402
+import comfy.taesd.taesd  # noqa: E402
 import torch  # noqa: E402
 
 TINY_SD15 = {
@@ -45,6 +47,13 @@ def tiny_sd15(seed=0, **overrides) -> comfy.model_patcher.ModelPatcher:
     random_fill(model.diffusion_model, seed)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def tiny_vae():
+    """ComfyUI's own VAE class around a random TAESD: 4 latent channels and 8× downscale, like SD1.5's."""
+    taesd = comfy.taesd.taesd.TAESD()
+    random_fill(taesd, 7)
+    return comfy.sd.VAE(sd=taesd.state_dict())
 
 
 def conditioning(seed, batch=1):

@@ -55,7 +55,8 @@ def motion_module(sd, prefix, x, frames):
     hidden = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
     hidden = _linear(sd, p + ".proj_in", hidden)
     blk = p + ".transformer_blocks.0"
-    for a in range(2):
+    attentions = sum(f"{blk}.attention_blocks.{a}.to_q.weight" in sd for a in range(2))  # SparseCtrl's: one
+    for a in range(attentions):
         normed = F.layer_norm(hidden, (c,), sd[f"{blk}.norms.{a}.weight"], sd[f"{blk}.norms.{a}.bias"], 1e-5)
         hidden = hidden + _attention(sd, f"{blk}.attention_blocks.{a}", normed, frames)
     normed = F.layer_norm(hidden, (c,), sd[blk + ".ff_norm.weight"], sd[blk + ".ff_norm.bias"], 1e-5)

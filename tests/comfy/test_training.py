@@ -9,15 +9,13 @@ import os
 from pathlib import Path
 
 import comfy.model_management
-import comfy.sd
-import comfy.taesd.taesd
 import folder_paths
 import pytest
 import safetensors
 import safetensors.torch
 import torch
 
-from comfy_env import conditioning, ksample, random_fill, tiny_sd15, unet_state
+from comfy_env import conditioning, ksample, tiny_sd15, tiny_vae, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.lora.augment import CameraMotion
 from animatediff.lora.training import temporal_attention_layers
@@ -33,12 +31,6 @@ from make_fixtures import motion_lora_state_dict
 SMALL = (32, 64, 128, 128)
 FRAMES = 4
 RESOLUTION = 64  # 8×8 latents
-
-
-def tiny_vae():
-    taesd = comfy.taesd.taesd.TAESD()
-    random_fill(taesd, 7)
-    return comfy.sd.VAE(sd=taesd.state_dict())
 
 
 def still_image():

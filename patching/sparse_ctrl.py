@@ -1,0 +1,202 @@
+"""SparseCtrl (AnimateDiff v3's sparse ControlNets): reading the released files and running their encoder.
+
+A SparseCtrl file is an SD1.5 ControlNet in diffusers' layout whose down blocks carry motion modules (one
+temporal attention each, 32 positions). Unlike a ControlNet it never sees the noisy latents (they are zeroed),
+only the condition: the hints of a few frames, zero elsewhere, plus a mask channel marking those frames.
+- "RGB" files (`controlnet_cond_embedding.weight`) take the frames' VAE latents and embed them with one conv;
+- the others (scribble/sketch, `controlnet_cond_embedding.conv_in.weight`) take images through ControlNet's
+  usual hint encoder.
+The spatial part is ComfyUI's own ControlNet model (comfy.cldm), under the names ComfyUI's loader gives a
+diffusers ControlNet; the temporal part is this pack's MotionModel.
+"""
+import comfy.cldm.cldm
+import comfy.model_management
+import comfy.ops
+import comfy.utils
+import torch
+from comfy.ldm.modules.attention import attention_pytorch
+from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
+from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
+
+from ..errors import AnimateDiffError, ModelFileError
+from ..motion_module import MotionModel, MotionModelSpec
+from ..motion_module.formats import MOTION_KEY, check_layout, is_finite, read_state_dict
+from ..motion_module.model import TABLE_SUFFIX
+
+SPARSECTRL_FRAMES = 32  # the table its code builds from the formula; the file's own tables are not read
+SD15_HEADS = 8
+RGB_EMBEDDING = "controlnet_cond_embedding.weight"
+IMAGE_EMBEDDING = "controlnet_cond_embedding.conv_in.weight"
+
+
+class SparseCtrlModel(torch.nn.Module):
+    """The SparseCtrl encoder: ComfyUI's ControlNet blocks with a motion module after each down-block layer.
+
+    Called as ComfyUI's ControlNet calls its model; `video_frames` (frames per video in the batch) comes in
+    through the control's extra arguments."""
+
+    def __init__(self, control: comfy.cldm.cldm.ControlNet, motion: MotionModel, latent_hints: bool):
+        super().__init__()
+        self.control = control
+        self.motion = motion
+        self.latent_hints = latent_hints  # RGB: hints are VAE latents; otherwise images
+        self.dtype = control.dtype
+        modules = motion.spec.modules_per_down_block
+        # input_blocks[3i + j + 1] is layer j of down block i (FORMATS.md §1's placement)
+        self.motion_after = {3 * i + j + 1: (block.motion_modules[j],)
+                             for i, block in enumerate(motion.down_blocks) for j in range(modules)}
+
+    @property
+    def hint_channels(self) -> int:
+        """Channels of one frame's hint, the mask channel not counted."""
+        return self.control.input_hint_block[0].weight.shape[1] - 1
+
+    def forward(self, x, hint, timesteps, context, video_frames: int, y=None, **kwargs):
+        if video_frames > self.motion.spec.max_frames:
+            raise AnimateDiffError(
+                f"{video_frames} frames > {self.motion.spec.max_frames} SparseCtrl supports: add "
+                f"AnimateDiff_ContextWindows (context_length ≤ {self.motion.spec.max_frames}) or make fewer frames.")
+        net = self.control
+        emb = net.time_embed(timestep_embedding(timesteps, net.model_channels, repeat_only=False).to(x.dtype))
+        h = torch.zeros_like(x)  # SparseCtrl is trained with its noisy input set to zero
+        outputs = []
+        for index, (block, zero_conv) in enumerate(zip(net.input_blocks, net.zero_convs)):
+            h = block(h, emb, context)
+            if index == 0:
+                h = h + net.input_hint_block(hint, emb, context)
+            if index in self.motion_after:
+                (module,) = self.motion_after[index]
+                h = module(h, video_frames, attention_pytorch)
+            outputs.append(zero_conv(h, emb, context))
+        h = net.middle_block(h, emb, context)
+        return {"middle": [net.middle_block_out(h, emb, context)], "output": outputs}
+
+
+def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.dtype | None]:
+    """The model of a SparseCtrl file, in the dtype ComfyUI picks for ControlNets here; also the device to
+    run it on and the dtype to compute in when that differs (as ComfyUI's ControlNet loader returns them)."""
+    state_dict = read_state_dict(path)
+    latent_hints = _kind(state_dict, path)
+    motion_sd = {k: v for k, v in state_dict.items() if MOTION_KEY.match(k) and not k.endswith(TABLE_SUFFIX)}
+    spatial_sd = {k: v for k, v in state_dict.items() if not MOTION_KEY.match(k)}
+    broken = next((k for k, v in state_dict.items() if v.is_floating_point() and not is_finite(v)), None)
+    if broken:
+        raise ModelFileError(path, f"has NaN or infinite values (e.g. in `{broken}`).", "The file is damaged.")
+
+    config = _unet_config(spatial_sd, path)
+    weight_dtype = comfy.utils.weight_dtype(spatial_sd)
+    dtype = comfy.model_management.unet_dtype(model_params=-1, weight_dtype=weight_dtype)
+    load_device = comfy.model_management.get_torch_device()
+    compute_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
+    ops = comfy.ops.pick_operations(dtype, compute_dtype)
+    hint_channels = state_dict[RGB_EMBEDDING if latent_hints else IMAGE_EMBEDDING].shape[1]
+    with torch.device("meta"):
+        control = comfy.cldm.cldm.ControlNet(hint_channels=hint_channels, operations=ops, dtype=dtype, **config)
+        if latent_hints:  # one conv from the latents (and mask) to the first block's channels
+            control.input_hint_block = TimestepEmbedSequential(
+                ops.conv_nd(2, hint_channels, config["model_channels"], 3, padding=1, dtype=dtype))
+        motion = MotionModel(_motion_spec(motion_sd, path), ops)
+    _take_weights(control, _ldm_names(spatial_sd, config, latent_hints), dtype, path)
+    check_layout(motion.spec, {k: s for k, s in motion.shapes().items() if not k.endswith(TABLE_SUFFIX)},
+                 motion_sd, path)
+    motion.take_weights({k: v.to(dtype) for k, v in motion_sd.items()})
+    return SparseCtrlModel(control, motion, latent_hints), load_device, compute_dtype
+
+
+def _kind(state_dict, path) -> bool:
+    """True for an RGB (latent-hint) file, False for an image-hint one; anything else is refused."""
+    has_motion = any(MOTION_KEY.match(k) for k in state_dict)
+    if has_motion and (RGB_EMBEDDING in state_dict or IMAGE_EMBEDDING in state_dict):
+        return RGB_EMBEDDING in state_dict
+    if has_motion:
+        raise ModelFileError(path, "is a motion module, not a SparseCtrl model.",
+                             "Load it with AnimateDiff_LoadMotionModule (from models/animatediff_models).")
+    if "controlnet_cond_embedding.conv_in.weight" in state_dict or "input_hint_block.0.weight" in state_dict \
+            or "control_model.input_hint_block.0.weight" in state_dict:
+        raise ModelFileError(path, "is an ordinary ControlNet (no motion modules), not a SparseCtrl model.",
+                             "Load it with the core Load ControlNet Model node.")
+    raise ModelFileError(path, "is not a SparseCtrl model (no `controlnet_cond_embedding` weights).",
+                         "Use v3_sd15_sparsectrl_rgb.ckpt or v3_sd15_sparsectrl_scribble.ckpt.")
+
+
+def _count(state_dict, pattern: str) -> int:
+    n = 0
+    while any(k.startswith(pattern.format(n)) for k in state_dict):
+        n += 1
+    return n
+
+
+def _unet_config(sd, path) -> dict:
+    """The SD1.5-shaped config of the encoder, read from its weights (as ComfyUI's detection reads UNets')."""
+    try:
+        model_channels, in_channels = sd["conv_in.weight"].shape[:2]
+        levels = _count(sd, "down_blocks.{}.")
+        res_blocks = [_count(sd, f"down_blocks.{i}.resnets.{{}}.") for i in range(levels)]
+        mult = [sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] // model_channels for i in range(levels)]
+        depth = [_count(sd, f"down_blocks.{i}.attentions.{j}.transformer_blocks.{{}}.")
+                 for i in range(levels) for j in range(res_blocks[i])]
+        context_dim = sd["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape[1]
+        linear = sd["down_blocks.0.attentions.0.proj_in.weight"].ndim == 2
+    except KeyError as e:
+        raise ModelFileError(path, f"lacks the weight {e} that every SD1.5 SparseCtrl has.",
+                             "The file may be damaged or of another model family.") from e
+    return {"image_size": 32, "in_channels": in_channels, "model_channels": model_channels,
+            "num_res_blocks": res_blocks, "channel_mult": mult, "transformer_depth": depth,
+            # the encoder has no output blocks; ComfyUI's name map wants their depths all the same
+            "transformer_depth_output": [max(depth, default=0)] * sum(n + 1 for n in res_blocks),
+            "transformer_depth_middle": _count(sd, "mid_block.attentions.0.transformer_blocks.{}."),
+            "context_dim": context_dim, "num_heads": SD15_HEADS, "num_head_channels": -1,
+            "use_linear_in_transformer": linear, "use_spatial_transformer": True, "legacy": False,
+            "use_checkpoint": False, "adm_in_channels": None}
+
+
+def _ldm_names(sd, config, latent_hints: bool) -> dict:
+    """The spatial weights under ComfyUI's ControlNet names: its own diffusers map for the UNet blocks, plus
+    the ControlNet parts (zero convs, hint encoder), as ComfyUI's loader names a diffusers ControlNet's."""
+    names = comfy.utils.unet_to_diffusers(config)
+    names["controlnet_mid_block.weight"] = "middle_block_out.0.weight"
+    names["controlnet_mid_block.bias"] = "middle_block_out.0.bias"
+    for key in sd:
+        if key.startswith("controlnet_down_blocks."):
+            _, index, suffix = key.split(".")
+            names[key] = f"zero_convs.{index}.0.{suffix}"
+        elif key.startswith("controlnet_cond_embedding."):
+            parts = key.split(".")
+            if latent_hints:  # controlnet_cond_embedding.{weight,bias}
+                names[key] = f"input_hint_block.0.{parts[-1]}"
+            else:  # conv_in, blocks.0-5, conv_out: every other layer of the hint encoder (SiLUs between)
+                layer = {"conv_in": 0, "conv_out": 14}.get(parts[1])
+                layer = 2 * (int(parts[2]) + 1) if layer is None else layer
+                names[key] = f"input_hint_block.{layer}.{parts[-1]}"
+    return {names.get(k, k): v for k, v in sd.items()}
+
+
+def _take_weights(control, sd: dict, dtype, path):
+    expected = {k: v.shape for k, v in control.state_dict().items()}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(sd) if sd[k].shape != expected[k])
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{len(keys)} weights {what} (e.g. `{keys[0]}`)" for what, keys in
+                           (("are missing", missing), ("are unexpected", unexpected),
+                            ("have the wrong shape", wrong)) if keys)
+        raise ModelFileError(path, f"does not have the layout of an SD1.5 SparseCtrl: {detail}.",
+                             "The file may be damaged or of another model family.")
+    control.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    control.eval().requires_grad_(False)
+
+
+def _motion_spec(motion_sd, path) -> MotionModelSpec:
+    channels = {}
+    for key, value in motion_sd.items():
+        kind, block, index = MOTION_KEY.match(key).groups()
+        if kind != "down_blocks":
+            raise ModelFileError(path, f"has motion modules outside the down blocks (`{key}`); SparseCtrl's "
+                                 "sit in its down blocks only.", "The file may be of an unknown variant.")
+        if key.endswith(".temporal_transformer.norm.weight") and index == "0":
+            channels[int(block)] = value.shape[0]
+    if sorted(channels) != list(range(len(channels))) or not channels:
+        raise ModelFileError(path, f"has incomplete motion modules (blocks {sorted(channels)}).",
+                             "The file may be damaged.")
+    return MotionModelSpec(version="SparseCtrl", down_channels=tuple(channels[i] for i in sorted(channels)),
+                           up_channels=(), mid_channels=None, max_frames=SPARSECTRL_FRAMES, attention_blocks=1)

@@ -1,0 +1,109 @@
+"""The control object of a SparseCtrl: ComfyUI's ControlNet, with hints for a few chosen frames.
+
+ComfyUI's ControlNet spreads one hint per frame over the batch. A SparseCtrl needs, for the frames of each
+call, the hint of those frames that have one, zeros for the rest, and a mask channel saying which are which;
+with context windows the call holds one window of a longer video. get_control builds that condition (from
+ad_params, which this pack's context windows set, as other packs read them) and hands the rest to ComfyUI.
+"""
+import comfy.controlnet
+import comfy.latent_formats
+import comfy.model_management
+import comfy.utils
+import torch
+
+from ..errors import AnimateDiffError
+from .sparse_ctrl import SparseCtrlModel
+
+LATENT_SCALE = 8  # pixels per latent cell in SD1.5's VAE
+
+
+def resolve_frames(frame_indices: list[int], total: int) -> list[int]:
+    """Frame numbers for indices that may count from the end (-1 is the last frame)."""
+    resolved = [i + total if i < 0 else i for i in frame_indices]
+    outside = [i for i, r in zip(frame_indices, resolved) if not 0 <= r < total]
+    if outside:
+        raise AnimateDiffError(f"SparseCtrl frame_indices {outside} lie outside the {total} frames being "
+                               f"sampled (valid: 0…{total - 1}, or -1…-{total} from the end).")
+    if len(set(resolved)) < len(resolved):
+        raise AnimateDiffError(f"SparseCtrl frame_indices {frame_indices} name the same frame twice among "
+                               f"{total} frames; give each frame one image.")
+    return resolved
+
+
+class SparseControlNet(comfy.controlnet.ControlNet):
+    """cond_hint_original holds the K hint images (b c h w, as ComfyUI keeps hints); frame_indices says
+    which frame each belongs to. RGB SparseCtrls also need the VAE that encodes them."""
+
+    def __init__(self, control_model: SparseCtrlModel | None = None, load_device=None, manual_cast_dtype=None):
+        super().__init__(control_model, load_device=load_device, manual_cast_dtype=manual_cast_dtype)
+        self.frame_indices: list[int] = [0]
+        self.hint_vae = None
+        self.encoded = {}  # (height, width) -> the K hints at that size, as the model takes them
+
+    @property
+    def latent_hints(self) -> bool:
+        return self.control_model.latent_hints
+
+    def for_frames(self, frame_indices: list[int], vae=None) -> "SparseControlNet":
+        c = self.copy()
+        c.frame_indices, c.hint_vae = list(frame_indices), vae
+        return c
+
+    def copy(self):
+        c = SparseControlNet(None, self.load_device, self.manual_cast_dtype)
+        c.control_model, c.control_model_wrapped = self.control_model, self.control_model_wrapped
+        self.copy_to(c)
+        c.frame_indices, c.hint_vae = self.frame_indices, self.hint_vae
+        return c
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        frames = x_noisy.shape[0] // batched_number
+        window = transformer_options.get("ad_params")
+        if window:
+            indices, total = window["sub_idxs"], window["full_length"]
+        else:
+            indices, total = list(range(frames)), frames
+        dtype = self.manual_cast_dtype or self.control_model.dtype
+        # ComfyUI keeps a hint whose size matches the latents', so it takes this one as it is
+        self.cond_hint = self.condition(indices, total, x_noisy.shape[-2:]).to(x_noisy.device, dtype)
+        self.compression_ratio = 1 if self.latent_hints else LATENT_SCALE
+        self.set_extra_arg("video_frames", frames)
+        return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+
+    def condition(self, indices: list[int], total: int, latent_size) -> torch.Tensor:
+        """(len(indices), C + 1, h, w): each frame's hint where it has one, else zeros; then the mask."""
+        hints = self.hints_at(*latent_size)
+        owner = {frame: k for k, frame in enumerate(resolve_frames(self.frame_indices, total))}
+        out = torch.zeros(len(indices), hints.shape[1] + 1, *hints.shape[2:])
+        for row, frame in enumerate(indices):
+            if frame in owner:
+                out[row, :-1] = hints[owner[frame]]
+                out[row, -1] = 1
+        return out
+
+    def hints_at(self, height: int, width: int) -> torch.Tensor:
+        """The K hints for latents of this size: images resized to the pixels (scribble), or their VAE latents
+        (RGB), made once per size."""
+        if (height, width) not in self.encoded:
+            images = self.cond_hint_original
+            if images.shape[0] != len(self.frame_indices):
+                raise AnimateDiffError(f"SparseCtrl got {images.shape[0]} images for {len(self.frame_indices)} "
+                                       f"frame_indices {self.frame_indices}; give one image per index.")
+            size = (width * LATENT_SCALE, height * LATENT_SCALE)
+            if self.latent_hints:
+                self.encoded[(height, width)] = self.encode(comfy.utils.common_upscale(images, *size, "bilinear",
+                                                                                       "center"))
+            else:
+                self.encoded[(height, width)] = comfy.utils.common_upscale(images, *size, "nearest-exact",
+                                                                           "center").float().cpu()
+        return self.encoded[(height, width)]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hint_vae is None:
+            raise AnimateDiffError("This SparseCtrl (RGB) takes its images as latents: connect a VAE to "
+                                   "AnimateDiff_ApplySparseCtrl's vae input.")
+        # encoding may push the sampling models out of memory: put them back, as ComfyUI's ControlNet does
+        loaded = comfy.model_management.loaded_models(only_currently_used=True)
+        latents = self.hint_vae.encode(images.movedim(1, -1)[..., :3])
+        comfy.model_management.load_models_gpu(loaded)
+        return comfy.latent_formats.SD15().process_in(latents).float().cpu()
