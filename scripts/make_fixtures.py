@@ -360,7 +360,8 @@ def fixture_jobs(small_only=False):
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),
                  ("v3_adapter.ckpt", domain_adapter_state_dict, None),
-                 ("controlnet_sd15_random.safetensors", sd15_controlnet_state_dict, None)]
+                 ("controlnet_sd15_random.safetensors", sd15_controlnet_state_dict, None),
+                 ("sparsectrl_rgb.safetensors", lambda: sparse_ctrl_state_dict("rgb"), None)]
     return jobs
 
 

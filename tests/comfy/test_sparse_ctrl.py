@@ -18,6 +18,7 @@ from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sparse_ctrl import ApplySparseCtrl, LoadSparseCtrl
 from animatediff.patching.motion import apply_motion_model
+from animatediff.patching.sparse_ctrl import load_sparse_ctrl_model
 
 FILES = {"rgb": "sparsectrl_rgb.safetensors", "scribble": "sparsectrl_scribble.ckpt"}
 SD15_LATENT_SCALE = 0.18215
@@ -236,3 +237,24 @@ def test_files_that_are_not_sparsectrls_are_refused_with_what_they_are(small, tm
     safetensors.torch.save_file(damaged, str(tmp_path / "damaged.safetensors"))
     with pytest.raises(ModelFileError, match="2 weights are missing"):
         LoadSparseCtrl().load("damaged.safetensors")
+
+
+def test_a_full_size_rgb_sparsectrl_loads_with_sd15s_shapes_and_runs_its_forward(fixtures_dir):
+    """The released size (SD1.5: 320 channels, 8 heads, 768-wide text), in fp16."""
+    with torch.inference_mode():
+        model, _, _ = load_sparse_ctrl_model(fixtures_dir / "sparsectrl_rgb.safetensors")
+    sd = {k: v.float() for k, v in safetensors.torch.load_file(str(fixtures_dir / "sparsectrl_rgb.safetensors")).items()}
+    assert sum(p.numel() for p in model.control.parameters()) + sum(
+        p.numel() for n, p in model.motion.named_parameters()) == sum(
+        v.numel() for k, v in sd.items() if not k.endswith("pos_encoder.pe"))
+    heads = [(b[1].transformer_blocks[0].attn1.heads, b[1].transformer_blocks[0].attn1.dim_head)
+             for b in (model.control.input_blocks[i] for i in (1, 4, 7))]
+    assert heads == [(8, 40), (8, 80), (8, 160)]
+    assert [model.motion.down_blocks[i].motion_modules[0].channels for i in range(4)] == [320, 640, 1280, 1280]
+    frames, g = 3, torch.Generator().manual_seed(5)
+    x, hint = torch.randn(frames, 4, 8, 8, generator=g), torch.randn(frames, 5, 8, 8, generator=g)
+    timesteps, context = torch.full((frames,), 500.0), torch.randn(frames, 77, 768, generator=g)
+    with torch.inference_mode():
+        model.float()
+        got = model(x, hint, timesteps, context, video_frames=frames)
+        assert_close(got, restated_forward(model, sd, x, hint, timesteps, context, frames), rel=1e-4)

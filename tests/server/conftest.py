@@ -47,7 +47,8 @@ def server_models(fixtures_dir, hostile_files) -> dict:
         "animatediff_motion_lora": {"motion_lora_zoom.safetensors": fixtures_dir / "motion_lora_zoom.safetensors",
                                     "motion_lora_pan.ckpt": fixtures_dir / "motion_lora_pan.ckpt"},
         "animatediff_adapters": {"v3_adapter.ckpt": fixtures_dir / "v3_adapter.ckpt"},
-        "controlnet": {"controlnet_sd15_random.safetensors": fixtures_dir / "controlnet_sd15_random.safetensors"},
+        "controlnet": {"controlnet_sd15_random.safetensors": fixtures_dir / "controlnet_sd15_random.safetensors",
+                       "sparsectrl_rgb.safetensors": fixtures_dir / "sparsectrl_rgb.safetensors"},
     }
 
 

@@ -33,7 +33,7 @@ def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
 
 FIXTURE_NAMES = {  # widget -> the fixture file the test server has in place of the real model
     "ckpt_name": "sd15_random.safetensors", "adapter_name": "v3_adapter.ckpt",
-    "control_net_name": "controlnet_sd15_random.safetensors",
+    "control_net_name": "controlnet_sd15_random.safetensors", "sparse_ctrl_name": "sparsectrl_rgb.safetensors",
 }
 
 
@@ -208,3 +208,17 @@ def test_controlnet_video_example_makes_64_frames(server):
     entry = server.run(prompt)
     assert execution_error(entry) is None, execution_error(entry)
     assert saved_frames(server, entry) == 64
+
+
+def test_sparsectrl_example_starts_the_video_from_the_picture(server):
+    """Image to video: the example's picture guides frame 0 through an RGB SparseCtrl (full-size, fp16)."""
+    Image.new("RGB", (96, 64), (200, 80, 40)).save(server.input_dir / "first_frame.png")
+    prompt = small_workflow(server, "sparsectrl_img2vid.json", frames=16, size=64, steps=2, motion="mm_v3.ckpt")
+    next(n for n in prompt.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "first_frame.png"
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+    prompt[next(k for k, n in prompt.items() if n["class_type"] == "AnimateDiff_ApplySparseCtrl")]["inputs"][
+        "frame_indices"] = "0, 16"
+    error = execution_error(server.run(prompt))
+    assert "got 1 images for 2 frame_indices" in error["exception_message"]
