@@ -38,7 +38,7 @@ class SparseControlNet(comfy.controlnet.ControlNet):
         super().__init__(control_model, load_device=load_device, manual_cast_dtype=manual_cast_dtype)
         self.frame_indices: list[int] = [0]
         self.hint_vae = None
-        self.encoded = {}  # (height, width) -> the K hints at that size, as the model takes them
+        self.encoded = {}  # (height, width, device, dtype) -> the K hints at that size, as the model takes them
 
     @property
     def latent_hints(self) -> bool:
@@ -65,38 +65,33 @@ class SparseControlNet(comfy.controlnet.ControlNet):
             indices, total = list(range(frames)), frames
         dtype = self.manual_cast_dtype or self.control_model.dtype
         # ComfyUI keeps a hint whose size matches the latents', so it takes this one as it is
-        self.cond_hint = self.condition(indices, total, x_noisy.shape[-2:]).to(x_noisy.device, dtype)
+        self.cond_hint = self.condition(indices, total, self.hints_at(*x_noisy.shape[-2:], x_noisy.device, dtype))
         self.compression_ratio = 1 if self.latent_hints else LATENT_SCALE
         self.set_extra_arg("video_frames", frames)
         return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
 
-    def condition(self, indices: list[int], total: int, latent_size) -> torch.Tensor:
+    def condition(self, indices: list[int], total: int, hints: torch.Tensor) -> torch.Tensor:
         """(len(indices), C + 1, h, w): each frame's hint where it has one, else zeros; then the mask."""
-        hints = self.hints_at(*latent_size)
         owner = {frame: k for k, frame in enumerate(resolve_frames(self.frame_indices, total))}
-        out = torch.zeros(len(indices), hints.shape[1] + 1, *hints.shape[2:])
+        out = hints.new_zeros(len(indices), hints.shape[1] + 1, *hints.shape[2:])
         for row, frame in enumerate(indices):
             if frame in owner:
                 out[row, :-1] = hints[owner[frame]]
                 out[row, -1] = 1
         return out
 
-    def hints_at(self, height: int, width: int) -> torch.Tensor:
+    def hints_at(self, height: int, width: int, device, dtype) -> torch.Tensor:
         """The K hints for latents of this size: images resized to the pixels (scribble), or their VAE latents
-        (RGB), made once per size."""
-        if (height, width) not in self.encoded:
-            images = self.cond_hint_original
-            if images.shape[0] != len(self.frame_indices):
-                raise AnimateDiffError(f"SparseCtrl got {images.shape[0]} images for {len(self.frame_indices)} "
-                                       f"frame_indices {self.frame_indices}; give one image per index.")
+        (RGB), made once per size and kept where the model runs."""
+        key = (height, width, device, dtype)
+        if key not in self.encoded:
             size = (width * LATENT_SCALE, height * LATENT_SCALE)
             if self.latent_hints:
-                self.encoded[(height, width)] = self.encode(comfy.utils.common_upscale(images, *size, "bilinear",
-                                                                                       "center"))
+                hints = self.encode(comfy.utils.common_upscale(self.cond_hint_original, *size, "bilinear", "center"))
             else:
-                self.encoded[(height, width)] = comfy.utils.common_upscale(images, *size, "nearest-exact",
-                                                                           "center").float().cpu()
-        return self.encoded[(height, width)]
+                hints = comfy.utils.common_upscale(self.cond_hint_original, *size, "nearest-exact", "center")
+            self.encoded[key] = hints.to(device, dtype)
+        return self.encoded[key]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.hint_vae is None:
@@ -106,4 +101,4 @@ class SparseControlNet(comfy.controlnet.ControlNet):
         loaded = comfy.model_management.loaded_models(only_currently_used=True)
         latents = self.hint_vae.encode(images.movedim(1, -1)[..., :3])
         comfy.model_management.load_models_gpu(loaded)
-        return comfy.latent_formats.SD15().process_in(latents).float().cpu()
+        return comfy.latent_formats.SD15().process_in(latents)
