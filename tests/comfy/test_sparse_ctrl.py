@@ -19,6 +19,7 @@ from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sparse_ctrl import ApplySparseCtrl, LoadSparseCtrl
 from animatediff.patching.motion import apply_motion_model
 from animatediff.patching.sparse_ctrl import load_sparse_ctrl_model
+from animatediff.sampling.context import windows
 
 FILES = {"rgb": "sparsectrl_rgb.safetensors", "scribble": "sparsectrl_scribble.ckpt"}
 SD15_LATENT_SCALE = 0.18215
@@ -194,6 +195,30 @@ def test_sampling_with_sparsectrl_is_steered_repeatable_and_leaves_the_base_clea
     assert (guided - plain).abs().max() > 1e-2 * plain.abs().max()
     comfy.model_management.unload_all_models()
     assert all(torch.equal(before[k], v) for k, v in unet_state(base).items())
+
+
+def test_in_context_windows_each_window_gets_the_images_of_its_own_frames(base, sparse, motion):
+    """Real windowed sampling, the condition seen by the SparseCtrl's model recorded with a forward hook."""
+    animated = apply_motion_model(base, motion["v3"], 1.0, "autoselect")
+    windowed = ContextWindows().apply(animated, 8, 2, "uniform_standard", "pyramid", 1, False)[0]
+    positive, negative = ApplySparseCtrl().apply(conditioning(11), conditioning(12), sparse["scribble"],
+                                                 images(2, seed=6), "3, -1", 1.0, 0.0, 1.0)
+    seen = []
+    hook = sparse["scribble"].control_model.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append((kwargs["hint"], kwargs["video_frames"])), with_kwargs=True)
+    try:
+        ksample(windowed, frames=20, steps=1, positive=positive, negative=negative)
+    finally:
+        hook.remove()
+    plan = windows("uniform_standard", 20, 8, 2)
+    assert len(seen) == len(plan) and len(plan) > 2
+    pictures = images(2, seed=6).movedim(-1, 1)
+    for (hint, frames), window in zip(seen, plan):
+        assert frames == 8 and hint.shape == (16, 4, 64, 64)  # cond and uncond, 8 frames each
+        for row, frame in enumerate(window * 2):
+            picture = {3: pictures[0], 19: pictures[1]}.get(frame)
+            assert torch.equal(hint[row, 3], torch.full((64, 64), float(picture is not None)))
+            assert torch.equal(hint[row, :3], torch.zeros(3, 64, 64) if picture is None else picture)
 
 
 def test_more_frames_than_its_table_without_context_windows_is_refused_with_advice(base, sparse, motion):
