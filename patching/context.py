@@ -184,6 +184,13 @@ def per_frame_controls(conds) -> list:
 HINT_CACHES = ("cond_hint", "control_input", "cond_hints", "control_inputs")
 
 
+def empty_hint_caches(control):
+    """Makes a control prepare its hints afresh on its next call."""
+    for name in HINT_CACHES:
+        if hasattr(control, name):
+            setattr(control, name, {} if isinstance(getattr(control, name), dict) else None)
+
+
 @contextlib.contextmanager
 def window_hints(controls: list, window: list[int]):
     """Gives each control the hints of the window's frames, with empty caches (every window has the same size,
@@ -191,10 +198,9 @@ def window_hints(controls: list, window: list[int]):
     saved = [(c, c.cond_hint_original, {name: getattr(c, name) for name in HINT_CACHES if hasattr(c, name)})
              for c in controls]
     try:
-        for control, hints, caches in saved:
+        for control, hints, _ in saved:
             control.cond_hint_original = _cyclic(hints, window)
-            for name, cache in caches.items():
-                setattr(control, name, {} if isinstance(cache, dict) else None)
+            empty_hint_caches(control)
         yield
     finally:
         for control, hints, caches in saved:

@@ -12,6 +12,7 @@ import comfy.utils
 import torch
 
 from ..errors import AnimateDiffError
+from .context import empty_hint_caches
 from .sparse_ctrl import SparseCtrlModel
 
 LATENT_SCALE = 8  # pixels per latent cell in SD1.5's VAE
@@ -35,7 +36,10 @@ class SparseControlNet(comfy.controlnet.ControlNet):
     which frame each belongs to. RGB SparseCtrls also need the VAE that encodes them."""
 
     def __init__(self, control_model: SparseCtrlModel | None = None, load_device=None, manual_cast_dtype=None):
-        super().__init__(control_model, load_device=load_device, manual_cast_dtype=manual_cast_dtype)
+        # RGB hints are latents: ComfyUI then sizes them 1:1 to the latents, not 8:1
+        ratio = 1 if control_model is not None and control_model.latent_hints else LATENT_SCALE
+        super().__init__(control_model, compression_ratio=ratio, load_device=load_device,
+                         manual_cast_dtype=manual_cast_dtype)
         self.frame_indices: list[int] = [0]
         self.hint_vae = None
         self.encoded = {}  # (height, width, device, dtype) -> the K hints at that size, as the model takes them
@@ -64,11 +68,17 @@ class SparseControlNet(comfy.controlnet.ControlNet):
         else:
             indices, total = list(range(frames)), frames
         dtype = self.manual_cast_dtype or self.control_model.dtype
-        # ComfyUI keeps a hint whose size matches the latents', so it takes this one as it is
-        self.cond_hint = self.condition(indices, total, self.hints_at(*x_noisy.shape[-2:], x_noisy.device, dtype))
-        self.compression_ratio = 1 if self.latent_hints else LATENT_SCALE
+        images = self.cond_hint_original
+        # For this call ComfyUI's ControlNet gets one hint per frame, as from Apply ControlNet, and prepares it
+        # its usual way (already at the latents' size, it is only moved and batched).
+        self.cond_hint_original = self.condition(indices, total, self.hints_at(*x_noisy.shape[-2:], x_noisy.device,
+                                                                                dtype))
+        empty_hint_caches(self)
         self.set_extra_arg("video_frames", frames)
-        return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+        try:
+            return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+        finally:
+            self.cond_hint_original = images
 
     def condition(self, indices: list[int], total: int, hints: torch.Tensor) -> torch.Tensor:
         """(len(indices), C + 1, h, w): each frame's hint where it has one, else zeros; then the mask."""
