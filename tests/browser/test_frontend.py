@@ -274,6 +274,15 @@ def wait_for_warning(page, node_type, present: bool):
     raise AssertionError(f"{node_type}: warning {'never appeared' if present else 'stayed'}: {text!r}")
 
 
+def wait_for_warning_text(page, node_type, part: str):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        text = warning(page, node_type)
+        if text and part in text:
+            return text
+    raise AssertionError(f"{node_type}: warning never said {part!r}: {text!r}")
+
+
 def test_warning_when_frames_exceed_the_motion_module(page, screenshots):
     load_tiny_txt2vid(page, frames=40, motion="mm_v2.safetensors")
     text = wait_for_warning(page, "AnimateDiff_Sampler", True)
@@ -334,6 +343,31 @@ def test_warning_when_a_model_sampling_node_follows_apply(page, screenshots):
     page.evaluate(f"() => {{ ({FIND_NODE})('ModelSamplingDiscrete').mode = 4; }}")  # bypassed
     wait_for_warning(page, "AnimateDiff_Sampler", False)
     wait_for_warning(page, "AnimateDiff_ApplyMotionModule", False)
+
+
+def test_warning_when_sparsectrl_frames_are_not_in_the_video(page, screenshots):
+    """Apply SparseCtrl's frame_indices against the frames of the sampler its conditioning reaches, with the
+    message the run would stop with."""
+    load_workflow(page, json.loads((EXAMPLES / "sparsectrl_img2vid.json").read_text()))
+    set_widget(page, "EmptyLatentImage", "batch_size", 16)
+    wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", False)
+    set_widget(page, "AnimateDiff_ApplySparseCtrl", "frame_indices", "0, 20")
+    assert wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", True) == (
+        "SparseCtrl frame_indices [20] lie outside the 16 frames being sampled (valid: 0…15, or -1…-16 from the end).")
+    rect = page.evaluate(f"""() => {{
+        const node = ({FIND_NODE})('AnimateDiff_ApplySparseCtrl');
+        return ({NODE_RECT})(['AnimateDiff_ApplySparseCtrl', -10, -40, node.size[0] + 20, node.size[1] + 110]);
+    }}""")
+    image = screenshot(page, screenshots / "warning-sparsectrl-frame-20.png", rect)
+    assert pixels_near(image, (0xb3, 0x26, 0x1e)) > 500
+    set_widget(page, "EmptyLatentImage", "batch_size", 24)  # now frame 20 exists
+    wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", False)
+    set_widget(page, "AnimateDiff_ApplySparseCtrl", "frame_indices", "23, -1")
+    wait_for_warning_text(page, "AnimateDiff_ApplySparseCtrl", "[23, -1] name the same frame twice among 24 frames")
+    set_widget(page, "AnimateDiff_ApplySparseCtrl", "frame_indices", "0; last")
+    wait_for_warning_text(page, "AnimateDiff_ApplySparseCtrl", "must be whole numbers separated by commas")
+    set_widget(page, "AnimateDiff_ApplySparseCtrl", "frame_indices", "0, -1")
+    wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", False)
 
 
 def test_queue_from_the_page_shows_the_animation(page, server, screenshots):

@@ -1,6 +1,7 @@
 // The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and a
 // warning on the motion-module and sampler nodes when a latent holds more frames than the motion module can
-// see at once; in the canvas and in the Vue node design alike. Only the public extension API and LiteGraph
+// see at once, and on Apply SparseCtrl when its frames are not in the video; in the canvas and in the Vue node
+// design alike. Only the public extension API and LiteGraph
 // node methods are used, everything is feature-detected, and errors are caught: a front-end update may hide
 // these aids, never break a graph.
 import { app } from "../../../scripts/app.js";
@@ -11,12 +12,14 @@ const CONTEXT = "AnimateDiff_ContextWindows";
 const APPLY = "AnimateDiff_ApplyMotionModule";
 const SAMPLER = "AnimateDiff_Sampler";
 const LOAD = "AnimateDiff_LoadMotionModule";
+const APPLY_SPARSE = "AnimateDiff_ApplySparseCtrl";
 const TIMELINE_HEIGHT = 110;
 const MAX_PREVIEW_FRAMES = 4096; // ComfyUI's own batch_size limit
 
 const widgetValue = (node, name) => node?.widgets?.find((w) => w.name === name)?.value;
 const inputIndex = (node, name) => node?.inputs?.findIndex((i) => i.name === name) ?? -1;
 const isModelSlot = (slot) => slot?.type === "MODEL" || slot?.type === "*"; // "*": Reroute nodes
+const isGuidanceSlot = (slot) => ["CONDITIONING", "GUIDER", "*"].includes(slot?.type);
 const classOf = (node) => node?.comfyClass ?? node?.type;
 const isActive = (node) => node.mode !== 2 && node.mode !== 4; // LiteGraph's muted (NEVER) and BYPASS modes
 
@@ -62,14 +65,14 @@ function latentFrames(sampler) {
   return null;
 }
 
-// Samplers (any node with model and latent_image inputs: KSampler, AnimateDiff_Sampler, …) that take the
-// MODEL coming out of `node`, however many model nodes lie between.
-function samplersDownstream(node) {
+// Samplers (any node with a latent_image input: KSampler, AnimateDiff_Sampler, …) that take what comes out
+// of `node` on slots `carries` accepts (its MODEL, or its conditioning), however many nodes lie between.
+function samplersDownstream(node, carries = isModelSlot) {
   const found = [], seen = new Set([node]), todo = [node];
   while (todo.length) {
     const current = todo.pop();
     (current.outputs ?? []).forEach((output, slot) => {
-      if (!isModelSlot(output) || typeof current.getOutputNodes !== "function") return;
+      if (!carries(output) || typeof current.getOutputNodes !== "function") return;
       for (const next of current.getOutputNodes(slot) ?? []) {
         if (seen.has(next)) continue;
         seen.add(next);
@@ -138,7 +141,34 @@ function samplerWarning(sampler) {
   };
 }
 
+// Apply SparseCtrl's frame_indices checked against the frames of the samplers its conditioning reaches, in the
+// words the run would stop with.
+function sparseWarning(node) {
+  const text = String(widgetValue(node, "frame_indices") ?? "");
+  const parts = text.replace(/;/g, ",").split(",").map((p) => p.trim()).filter((p) => p);
+  if (!parts.length || parts.some((p) => !/^[+-]?\d+$/.test(p))) {
+    return `frame_indices must be whole numbers separated by commas, e.g. "0" or "0, 8, -1".`;
+  }
+  const indices = parts.map(Number);
+  for (const sampler of samplersDownstream(node, isGuidanceSlot)) {
+    const frames = latentFrames(sampler);
+    if (typeof frames !== "number" || !isActive(sampler)) continue;
+    const outside = indices.filter((i) => i >= frames || i < -frames);
+    if (outside.length) {
+      return `SparseCtrl frame_indices [${outside.join(", ")}] lie outside the ${frames} frames being sampled ` +
+        `(valid: 0…${frames - 1}, or -1…-${frames} from the end).`;
+    }
+    const resolved = indices.map((i) => (i < 0 ? i + frames : i));
+    if (new Set(resolved).size < resolved.length) {
+      return `SparseCtrl frame_indices [${indices.join(", ")}] name the same frame twice among ${frames} frames; ` +
+        `give each frame one image.`;
+    }
+  }
+  return null;
+}
+
 function nodeWarning(node) {
+  if (classOf(node) === APPLY_SPARSE) return sparseWarning(node);
   if (classOf(node) === APPLY) {
     const warnings = samplersDownstream(node).map(samplerWarning);
     return warnings.find((w) => w?.apply === node)?.text ?? null;
@@ -357,7 +387,7 @@ function fitContent(node) {
 app.registerExtension({
   name: "AnimateDiff.ComfyUI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== APPLY && nodeData?.name !== SAMPLER) return;
+    if (![APPLY, SAMPLER, APPLY_SPARSE].includes(nodeData?.name)) return;
     const onDrawForeground = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.apply(this, [ctx, ...rest]);
@@ -373,7 +403,7 @@ app.registerExtension({
   nodeCreated(node) {
     try {
       if (classOf(node) === CONTEXT) addTimeline(node);
-      else if (classOf(node) === APPLY || classOf(node) === SAMPLER) addWarning(node);
+      else if ([APPLY, SAMPLER, APPLY_SPARSE].includes(classOf(node))) addWarning(node);
     } catch (error) {
       reportOnce("editor aids not added", error);
     }
