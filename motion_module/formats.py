@@ -18,6 +18,8 @@ class MotionVersion:
     V2 = "v2"   # mm_sd_v15_v2: 32 positions and a mid-block module
     V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
     ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
+    ANIMATELCM_I2V = "AnimateLCM-I2V"  # AnimateLCM_sd15_i2v: AnimateLCM's layout plus an image encoder
+    LCM = (ANIMATELCM, ANIMATELCM_I2V)
 
 
 ANIMATELCM_FRAMES = 64  # the table AnimateLCM's code builds from the formula, the file holding none
@@ -73,9 +75,6 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
     if has("temporal_attentions.") and has("positional_encoding"):
         return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
                 "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
-    if has("img_encoder.") and has("motion_modules."):
-        return ("an AnimateLCM-I2V model, whose image encoder this pack does not run yet",
-                "For text-to-video use AnimateLCM_sd15_t2v, which this pack runs.")
     if has("controlnet_cond_embedding."):  # a ControlNet in diffusers' layout, SparseCtrl's too
         if has("motion_modules."):
             return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), not a motion module",
@@ -141,17 +140,23 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
         raise ModelFileError(path, f"has motion modules for {len(down)} down and {len(up)} up blocks; SD1.5 "
                              "motion modules have 4 of each.", "The file may be damaged or of an unknown family.")
 
+    image_encoder = any(k.startswith("img_encoder.") for k in keys)
     if positionless:
         if not mid:  # AnimateLCM's have one; a file without both is of no family this pack knows
             raise ModelFileError(path, "is a motion module without positional tables or a mid-block module, "
                                  "a variant this pack does not know.",
-                                 "Use an AnimateDiff v1/v2/v3 or AnimateLCM (t2v) motion module.")
-        version, max_frames = MotionVersion.ANIMATELCM, ANIMATELCM_FRAMES
+                                 "Use an AnimateDiff v1/v2/v3 or AnimateLCM motion module.")
+        version = MotionVersion.ANIMATELCM_I2V if image_encoder else MotionVersion.ANIMATELCM
+        max_frames = ANIMATELCM_FRAMES
+    elif image_encoder:
+        raise ModelFileError(path, "has an image encoder (`img_encoder.`) but positional tables, unlike "
+                             "AnimateLCM-I2V: a variant this pack does not know.",
+                             "Use AnimateLCM_sd15_i2v as released.")
     else:
         max_frames = tables[0].shape[1] if tables[0].ndim == 3 else 0
         version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
     return MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
-                           mid_channels=mid, max_frames=max_frames)
+                           mid_channels=mid, max_frames=max_frames, image_encoder=image_encoder)
 
 
 def _block_channels(modules, kind, path) -> list[int]:
@@ -174,7 +179,7 @@ def _expected_shapes(spec: MotionModelSpec) -> dict[str, torch.Size]:
 def _file_shapes(spec: MotionModelSpec, shapes: dict[str, torch.Size]) -> dict[str, torch.Size]:
     """The weights a file of this kind holds: AnimateLCM's leave out the positional tables, which its code
     builds from the formula, and so does MotionModel."""
-    if spec.version != MotionVersion.ANIMATELCM:
+    if spec.version not in MotionVersion.LCM:
         return shapes
     return {k: shape for k, shape in shapes.items() if not k.endswith(TABLE_SUFFIX)}
 

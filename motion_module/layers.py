@@ -14,7 +14,7 @@ from torch import nn
 
 from .sequences import StridedSequences, sequences_for
 
-TORCH_OPS = SimpleNamespace(Linear=nn.Linear, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm)
+TORCH_OPS = SimpleNamespace(Linear=nn.Linear, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm, Conv2d=nn.Conv2d)
 
 
 def sdpa_attention(q, k, v, heads, mask=None, **kwargs):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .image_encoder import ImageEncoder
 from .layers import TORCH_OPS, MotionModule
 
 
@@ -14,7 +15,7 @@ TABLE_SUFFIX = ".pos_encoder.pe"
 @dataclass(frozen=True)
 class MotionModelSpec:
     """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
-    version: str                      # "v1", "v2", "v3", "AnimateLCM" (MotionVersion) or "SparseCtrl"
+    version: str                      # "v1", "v2", "v3", "AnimateLCM", "AnimateLCM-I2V" (MotionVersion), "SparseCtrl"
     down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
     up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
     mid_channels: int | None          # channels of the mid-block module, None when there is none
@@ -22,6 +23,7 @@ class MotionModelSpec:
     modules_per_down_block: int = 2
     modules_per_up_block: int = 3
     attention_blocks: int = 2         # per module; SparseCtrl's encoder modules have one
+    image_encoder: bool = False       # AnimateLCM-I2V's, under `img_encoder.`
 
     @property
     def kind(self) -> str:
@@ -58,6 +60,7 @@ class MotionModel(nn.Module):
         self.up_blocks = nn.ModuleList(
             [MotionBlock(c, spec.modules_per_up_block, L, ops, A) for c in spec.up_channels])
         self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops, A) if spec.mid_channels else None
+        self.img_encoder = ImageEncoder(spec.down_channels, ops) if spec.image_encoder else None
 
     @classmethod
     def without_weights(cls, spec: MotionModelSpec, ops=TORCH_OPS) -> "MotionModel":
@@ -71,8 +74,12 @@ class MotionModel(nn.Module):
 
         Read off plain torch layers, not this model's own: layers may create their weights only when loaded
         (ComfyUI's ops do under dynamic VRAM), and until then have none to read."""
-        return {f"{name}.{key}": shape for name, module in self.named_modules() if isinstance(module, MotionModule)
-                for key, shape in module_shapes(module.channels, module.max_frames, self.spec.attention_blocks).items()}
+        shapes = {f"{name}.{key}": shape for name, module in self.named_modules() if isinstance(module, MotionModule)
+                  for key, shape in module_shapes(module.channels, module.max_frames, self.spec.attention_blocks).items()}
+        if self.spec.image_encoder:
+            with torch.device("meta"):
+                shapes |= {f"img_encoder.{k}": v.shape for k, v in ImageEncoder(self.spec.down_channels).state_dict().items()}
+        return shapes
 
     def take_weights(self, state_dict: dict) -> "MotionModel":
         """The given tensors become the weights as they are, so no weight is allocated twice. Positional tables

@@ -1,5 +1,6 @@
 from .context import ContextWindows
 from .free_init import FreeInit
+from .image_to_video import AnimateLCMI2VImage
 from .lora import DomainAdapter, MotionLoRA
 from .motion import ApplyMotionModule, LoadMotionModule
 from .prompt import PromptSchedule
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "AnimateDiff_CameraAugment": CameraAugment,
     "AnimateDiff_LoadSparseCtrl": LoadSparseCtrl,
     "AnimateDiff_ApplySparseCtrl": ApplySparseCtrl,
+    "AnimateDiff_AnimateLCMI2VImage": AnimateLCMI2VImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -35,4 +37,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_CameraAugment": "Camera Augment (AnimateDiff)",
     "AnimateDiff_LoadSparseCtrl": "Load SparseCtrl (AnimateDiff)",
     "AnimateDiff_ApplySparseCtrl": "Apply SparseCtrl (AnimateDiff)",
+    "AnimateDiff_AnimateLCMI2VImage": "AnimateLCM-I2V Image (AnimateDiff)",
 }

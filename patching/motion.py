@@ -83,6 +83,9 @@ class MotionLayer(torch.nn.Module):
         # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options;
         # an override may call a kernel that ignores masks (SageAttention does), so then no masked packed rows.
         override = transformer_options.get("optimized_attention_override") is not None
+        image_features = options.get("image_features")  # AnimateLCM-I2V's, before a down block's last module
+        if image_features and self.name in image_features:
+            x = x + image_features[self.name]
         return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
                       pack_sequences=not override)
 
@@ -208,16 +211,22 @@ class BetaSchedule:
     LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
 
 
+# AnimateLCM's inference configs: LCM over this many of the 1000 training timesteps, on linear betas to this end
+LCM_SCHEDULES = {MotionVersion.ANIMATELCM: (100, 0.012), MotionVersion.ANIMATELCM_I2V: (200, 0.014)}
+
+
 @functools.cache
-def animatelcm_sampling() -> type:
+def animatelcm_sampling(original_timesteps: int = 100) -> type:
     """How AnimateLCM samples (its inference config): consistency steps, with LCM's boundary condition, on 100
-    of the 1000 training timesteps (9, 19, ..., 999). ComfyUI's own LCM classes, as its ModelSamplingDiscrete
-    node combines them, only over 100 timesteps where that node takes 50."""
+    of the 1000 training timesteps (9, 19, ..., 999; AnimateLCM-I2V: 200, 4, 9, ..., 999). ComfyUI's own LCM
+    classes, as its ModelSamplingDiscrete node combines them, only over these timesteps where that node takes
+    50."""
     # imported here: it imports ComfyUI's `nodes`, which the pack's pure sampling paths do not need
     from comfy_extras.nodes_model_advanced import LCM, ModelSamplingDiscreteDistilled
 
     class AnimateLCMSampling(ModelSamplingDiscreteDistilled, LCM):
-        original_timesteps = 100
+        pass
+    AnimateLCMSampling.original_timesteps = original_timesteps
     return AnimateLCMSampling
 
 
@@ -231,14 +240,15 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
                                f"with {type(current).__name__}. Use beta_schedule=use_existing.")
-    sampling = type(current)
+    sampling, linear_end = type(current), 0.012
     if schedule == BetaSchedule.AUTOSELECT:
-        if spec.version == MotionVersion.ANIMATELCM:  # distilled for LCM sampling on the same betas
-            sampling = animatelcm_sampling()
+        if spec.version in LCM_SCHEDULES:  # distilled for LCM sampling on linear betas
+            original_timesteps, linear_end = LCM_SCHEDULES[spec.version]
+            sampling = animatelcm_sampling(original_timesteps)
         schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
     settings = dict(patcher.model.model_config.sampling_settings)
     # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
-    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=0.012,
+    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=linear_end,
                     zsnr=bool(getattr(current, "zsnr", False)))
     ours = sampling(SimpleNamespace(sampling_settings=settings))
     patcher.add_object_patch("model_sampling", ours)

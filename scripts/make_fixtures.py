@@ -24,7 +24,8 @@ STAMP = "animatediff-fixtures-1"
 
 FULL_CHANNELS = (320, 640, 1280, 1280)
 SMALL_CHANNELS = (32, 64, 128, 128)
-PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None}  # AnimateLCM's files hold no positional tables
+# AnimateLCM's files hold no positional tables
+PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None, "animatelcm_i2v": None}
 
 # What v3-era files carry next to the weights (from the original inference config); plain types only,
 # so torch.load(weights_only=True) accepts it.
@@ -101,7 +102,7 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
     length = PE_LENGTH[version]
     modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
     modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
-    if version in ("v2", "animatelcm"):
+    if version in ("v2", "animatelcm", "animatelcm_i2v"):
         modules.append(("mid_block.motion_modules.0", channels[-1]))
     gen = torch.Generator().manual_seed(seed * 10 + list(PE_LENGTH).index(version))
     pes = {}
@@ -116,7 +117,25 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                 sd[key] = pes[c].clone()  # separate storage: safetensors refuses shared tensors
             else:
                 sd[key] = random_tensor(key, shape, gen).to(dtype)
+    if version == "animatelcm_i2v":
+        for key, shape in image_encoder_shapes(channels):
+            sd[key] = random_tensor(key, shape, gen).to(dtype)
     return sd
+
+
+def image_encoder_shapes(channels):
+    """AnimateLCM-I2V's `img_encoder.` (a T2I-Adapter-like encoder of the image latent): conv_in from 4 latent
+    channels, then 2 blocks per level; a block whose input width differs has a 1×1 in_conv, and each has a 3×3
+    block1 and a 1×1 block2."""
+    shapes = [("img_encoder.conv_in.weight", (channels[0], 4, 3, 3)), ("img_encoder.conv_in.bias", (channels[0],))]
+    for i, c in enumerate(channels):
+        for j in range(2):
+            prefix, c_in = f"img_encoder.body.{2 * i + j}.", channels[i - 1] if i > 0 and j == 0 else c
+            if c_in != c:
+                shapes += [(prefix + "in_conv.weight", (c, c_in, 1, 1)), (prefix + "in_conv.bias", (c,))]
+            shapes += [(prefix + "block1.weight", (c, c, 3, 3)), (prefix + "block1.bias", (c,)),
+                       (prefix + "block2.weight", (c, c, 1, 1)), (prefix + "block2.bias", (c,))]
+    return shapes
 
 
 def _resnet_shapes(c_in: int, c_out: int, temb: int):
@@ -335,7 +354,7 @@ def fixture_jobs(small_only=False):
     full = lambda v: (lambda: motion_module_state_dict(v))
     in_state_dict = lambda sd: {"state_dict": sd}
     with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
-    jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3", "animatelcm")]
+    jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v")]
     jobs.append(("small/mm_v2.ckpt", small("v2"), in_state_dict))
     # MotionLoRAs and the domain adapter: small ones for the tiny UNet (fp32, low rank), full-size ones
     # in the released ranks. "zoom" has mid-block weights like the released files; "pan" leaves them out, as

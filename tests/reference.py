@@ -86,3 +86,28 @@ def mix_by_numpy(low_from, high_from, mask):
     m = mask[:, None]
     mixed = spectrum(low_from) * m + spectrum(high_from) * (1 - m)
     return np.fft.ifftn(np.fft.ifftshift(mixed, axes=axes), axes=axes).real
+
+
+# AnimateLCM-I2V's image encoder (its adapter.py): conv_in, the frame's sinusoidal code × motion_scale, then two
+# residual blocks per level; a level after the first starts with a replicate-padded 2×2 average pool.
+def animatelcm_i2v_features(sd, latent, frames, motion_scale):
+    """latent: (1, 4, h, w); returns the four (frames, C, h_i, w_i) features, frame by frame."""
+    def conv(name, x):
+        weight = sd[f"img_encoder.{name}.weight"]
+        return F.conv2d(x, weight, sd[f"img_encoder.{name}.bias"], padding=weight.shape[-1] // 2)
+
+    out = [[] for _ in range(4)]
+    for frame in range(frames):
+        x = conv("conv_in", latent)
+        code = sinusoidal_table(frames, x.shape[1])[0, frame]  # the same formula as the motion modules' table
+        x = x + motion_scale * code[None, :, None, None]
+        for index in range(8):
+            if index in (2, 4, 6):
+                h, w = x.shape[-2:]
+                x = F.avg_pool2d(F.pad(x, (0, w % 2, 0, h % 2), mode="replicate"), 2)
+            if f"img_encoder.body.{index}.in_conv.weight" in sd:
+                x = conv(f"body.{index}.in_conv", x)
+            x = x + conv(f"body.{index}.block2", F.relu(conv(f"body.{index}.block1", x)))
+            if index % 2:
+                out[index // 2].append(x)
+    return [torch.cat(level) for level in out]

@@ -1,5 +1,6 @@
 """Detection of every fixture and the refusal, with a clear message, of everything else."""
 import os
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,8 @@ from torch import nn
 
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
-from make_fixtures import motion_module_state_dict, sinusoidal_pe
+from animatediff.motion_module.model import MotionModel
+from make_fixtures import image_encoder_shapes, motion_module_state_dict, sinusoidal_pe
 
 SMALL = (32, 64, 128, 128)
 FULL = {"v1": (24, None, 20), "v2": (32, 1280, 21), "v3": (32, None, 20)}
@@ -127,7 +129,7 @@ def test_sdxl_and_positionless_modules_are_refused(tmp_path):
     assert "lacks the positional table" in refusal(tmp_path, "half.safetensors", half)
 
 
-def test_animatelcm_is_told_from_its_missing_tables_and_its_image_to_video_model_is_refused(fixtures_dir, tmp_path):
+def test_animatelcm_is_told_from_its_missing_tables(fixtures_dir, tmp_path):
     sd = read_state_dict(fixtures_dir / "small" / "mm_animatelcm.safetensors")
     spec = detect_spec(sd)
     assert (spec.version, spec.max_frames, spec.mid_channels, spec.module_count) == ("AnimateLCM", 64, 128, 21)
@@ -135,8 +137,23 @@ def test_animatelcm_is_told_from_its_missing_tables_and_its_image_to_video_model
     damaged = {k: v for k, v in sd.items() if k != key}
     assert f"layout of an AnimateLCM motion module: 1 weights are missing (e.g. `{key}`)" in refusal(
         tmp_path, "damaged.safetensors", damaged)
-    i2v = {**sd, "img_encoder.body.0.block1.weight": torch.zeros(3, 3)}
-    assert "AnimateLCM-I2V" in refusal(tmp_path, "AnimateLCM_sd15_i2v.safetensors", i2v)
+
+
+def test_animatelcm_i2v_is_told_from_its_image_encoder_whose_layout_is_checked(fixtures_dir, tmp_path):
+    sd = read_state_dict(fixtures_dir / "small" / "mm_animatelcm_i2v.safetensors")
+    spec = detect_spec(sd)
+    assert (spec.version, spec.max_frames, spec.image_encoder, spec.module_count) == ("AnimateLCM-I2V", 64, True, 21)
+    assert "layout of an AnimateLCM-I2V motion module: 1 weights have the wrong shape (e.g. `img_encoder.body." \
+        "2.in_conv.weight`" in refusal(tmp_path, "i2v.safetensors", {**sd, "img_encoder.body.2.in_conv.weight":
+                                                                     torch.zeros(64, 32, 3, 3)})
+    with_tables = {**sd, **read_state_dict(fixtures_dir / "small" / "mm_v2.safetensors")}
+    assert "image encoder (`img_encoder.`) but positional tables" in refusal(tmp_path, "mixed.safetensors",
+                                                                             with_tables)
+    # the full-size layout the loader expects is the released one, as the fixture generator lists it by hand
+    full = MotionModel.without_weights(replace(spec, down_channels=(320, 640, 1280, 1280),
+                                               up_channels=(1280, 1280, 640, 320), mid_channels=1280)).shapes()
+    listed = {k: torch.Size(s) for k, s in image_encoder_shapes((320, 640, 1280, 1280))}
+    assert {k: s for k, s in full.items() if k.startswith("img_encoder.")} == listed and len(listed) == 38
 
 
 @pytest.mark.slow

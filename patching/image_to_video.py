@@ -1,0 +1,68 @@
+"""AnimateLCM-I2V's reference image: its features are computed per UNet call (for the frames of that call)
+and handed to the motion layers, which add them before each down block's last motion module."""
+import comfy.patcher_extension
+import comfy.utils
+import torch
+
+from ..errors import AnimateDiffError
+from ..motion_module.image_encoder import ImageEncoder
+from .motion import KEY, frames_in_call
+
+I2V_KEY = "animatediff_i2v"
+
+
+class ReferenceImage:
+    def __init__(self, encoder: ImageEncoder, latent: torch.Tensor, motion_strength: float, modules_per_block: int):
+        self.encoder = encoder
+        self.latent = latent  # (1, 4, h, w), scaled as the UNet takes latents
+        self.motion_strength = motion_strength
+        self.targets = [f"down_blocks.{i}.motion_modules.{modules_per_block - 1}" for i in range(len(encoder.channels))]
+        self.cache = {}
+
+    def features(self, frames: int, height: int, width: int, device, dtype) -> dict[str, torch.Tensor]:
+        """Per target motion module, the (frames, C, h, w) features; made once per call shape (every window of a
+        video has the same)."""
+        key = (frames, height, width, device, dtype)
+        if key not in self.cache:
+            latent = self.latent
+            if latent.shape[-2:] != (height, width):  # centre crop, as the original prepares its image
+                latent = comfy.utils.common_upscale(latent, width, height, "bilinear", "center")
+            features = self.encoder(latent.to(device, dtype), frames, self.motion_strength)
+            self.cache = {key: dict(zip(self.targets, features))}
+        return self.cache[key]
+
+    def add_to_call(self, executor, x, *args, **kwargs):
+        """DIFFUSION_MODEL wrapper; transformer_options is the 5th argument after x."""
+        args = list(args)
+        options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+        frames = frames_in_call(x, options)
+        videos = x.shape[0] // frames
+        per_frame = self.features(frames, *x.shape[-2:], x.device, x.dtype)
+        ours = {**options.get(KEY, {}), "image_features": {k: f.repeat(videos, 1, 1, 1) for k, f in per_frame.items()}}
+        options = {**options, KEY: ours}
+        if len(args) > 4:
+            args[4] = options
+        else:
+            kwargs["transformer_options"] = options
+        return executor(x, *args, **kwargs)
+
+
+def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
+    """A clone of an animating model whose AnimateLCM-I2V motion module starts from `latent` (a LATENT's
+    samples, one image)."""
+    motion = model.get_additional_models_with_key(KEY)
+    encoder = getattr(motion[0].model, "img_encoder", None) if motion else None
+    if encoder is None:
+        kind = motion[0].model.spec.kind if motion else "none"
+        raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage needs a model from AnimateDiff_ApplyMotionModule "
+                               f"with an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v); this model's is {kind}.")
+    if latent.shape[0] != 1:
+        raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage takes one image; image_latent holds {latent.shape[0]}. "
+                               "Pick one with Latent From Batch.")
+    reference = ReferenceImage(encoder, model.model.latent_format.process_in(latent.float()), float(motion_strength),
+                               motion[0].model.spec.modules_per_down_block)
+    patched = model.clone()
+    wrapper = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    patched.remove_wrappers_with_key(wrapper, I2V_KEY)  # a second image node replaces the first
+    patched.add_wrapper_with_key(wrapper, I2V_KEY, reference.add_to_call)
+    return patched
