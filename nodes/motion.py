@@ -8,7 +8,7 @@ CATEGORY = "AnimateDiff"
 
 
 class LoadMotionModule:
-    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3) or AnimateLCM's (t2v), .ckpt or "
+    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3) or AnimateLCM's (t2v or i2v), .ckpt or "
                    ".safetensors, from models/animatediff_models; its version is told from the file's weights.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOTION_MODEL",)

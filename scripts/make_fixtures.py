@@ -374,7 +374,8 @@ def fixture_jobs(small_only=False):
     if not small_only:
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
-        jobs.append(("mm_animatelcm.safetensors", full("animatelcm"), None))
+        jobs += [("mm_animatelcm.safetensors", full("animatelcm"), None),
+                 ("mm_animatelcm_i2v.safetensors", full("animatelcm_i2v"), None)]
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),

@@ -96,6 +96,24 @@ def test_animatelcm_example_makes_40_frames_in_one_window(server):
     assert saved_frames(server, entry) == 40
 
 
+def test_animatelcm_i2v_example_starts_from_the_picture(server):
+    """The example as shipped (lcm sampler, 4 steps, cfg 1) with a full-size AnimateLCM-I2V module; a picture of
+    another shape is centre-cropped to the video's."""
+    Image.new("RGB", (64, 48), (30, 120, 200)).save(server.input_dir / "i2v_picture.png")
+    prompt = small_workflow(server, "animatelcm_i2v.json", frames=16, size=32, steps=None,
+                            motion="AnimateLCM_sd15_i2v.safetensors")
+    next(n for n in prompt.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "i2v_picture.png"
+    sampler = next(n["inputs"] for n in prompt.values() if n["class_type"] == "AnimateDiff_Sampler")
+    assert (sampler["sampler_name"], sampler["cfg"], sampler["steps"]) == ("lcm", 1.0, 4)
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+    motion = next(k for k, n in prompt.items() if n["class_type"] == "AnimateDiff_LoadMotionModule")
+    prompt[motion]["inputs"]["model_name"] = "mm_v3.ckpt"
+    error = execution_error(server.run(prompt))
+    assert "with an AnimateLCM-I2V motion module" in error["exception_message"]
+
+
 def test_the_http_recipe_in_the_docs_makes_an_animation(server, tmp_path, monkeypatch):
     """docs/http_api.md's code, run as written against this server; only the address and the model files differ.
     Its prompt file is the txt2vid example in API form."""
