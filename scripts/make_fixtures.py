@@ -365,7 +365,7 @@ def fixture_jobs(small_only=False):
               lambda: motion_lora_state_dict(SMALL_CHANNELS, rank=8, with_mid=False, seed=2, dtype=torch.float32), None),
              ("small/v3_adapter.ckpt",
               lambda: domain_adapter_state_dict(SMALL_CHANNELS, rank=16, dtype=torch.float32), None)]
-    # SparseCtrls: the training script saved the scribble one under "controlnet"
+    # SparseCtrls; the original loader also takes weights under "controlnet", as the scribble fixture has them
     jobs += [("small/sparsectrl_rgb.safetensors",
               lambda: sparse_ctrl_state_dict("rgb", SMALL_CHANNELS, seed=3, dtype=torch.float32), None),
              ("small/sparsectrl_scribble.ckpt",
