@@ -74,11 +74,13 @@ class MotionModel(nn.Module):
 
         Read off plain torch layers, not this model's own: layers may create their weights only when loaded
         (ComfyUI's ops do under dynamic VRAM), and until then have none to read."""
+        spec = self.spec
         shapes = {f"{name}.{key}": shape for name, module in self.named_modules() if isinstance(module, MotionModule)
-                  for key, shape in module_shapes(module.channels, module.max_frames, self.spec.attention_blocks).items()}
-        if self.spec.image_encoder:
+                  for key, shape in module_shapes(module.channels, module.max_frames, spec.attention_blocks).items()}
+        if spec.image_encoder:
             with torch.device("meta"):
-                shapes |= {f"img_encoder.{k}": v.shape for k, v in ImageEncoder(self.spec.down_channels).state_dict().items()}
+                encoder = ImageEncoder(spec.down_channels)
+            shapes |= {f"img_encoder.{key}": value.shape for key, value in encoder.state_dict().items()}
         return shapes
 
     def take_weights(self, state_dict: dict) -> "MotionModel":

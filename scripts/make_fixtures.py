@@ -188,9 +188,11 @@ def sparse_ctrl_state_dict(kind: str, channels=FULL_CHANNELS, text_dim=768, seed
     c_prev = mc
     for i, c in enumerate(channels):
         for j in range(2):
-            shapes += [(f"down_blocks.{i}.resnets.{j}.{k}", s) for k, s in _resnet_shapes(c_prev if j == 0 else c, c, temb)]
+            resnet = _resnet_shapes(c_prev if j == 0 else c, c, temb)
+            shapes += [(f"down_blocks.{i}.resnets.{j}.{k}", s) for k, s in resnet]
             if i < len(channels) - 1:
-                shapes += [(f"down_blocks.{i}.attentions.{j}.{k}", s) for k, s in _spatial_transformer_shapes(c, text_dim)]
+                attention = _spatial_transformer_shapes(c, text_dim)
+                shapes += [(f"down_blocks.{i}.attentions.{j}.{k}", s) for k, s in attention]
             shapes += [(f"down_blocks.{i}.motion_modules.{j}.temporal_transformer.{k}", s or (1, 32, c))
                        for k, s in _module_shapes(c, attention_blocks=1)]
             zero_convs.append(c)

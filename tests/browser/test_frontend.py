@@ -353,7 +353,8 @@ def test_warning_when_sparsectrl_frames_are_not_in_the_video(page, screenshots):
     wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", False)
     set_widget(page, "AnimateDiff_ApplySparseCtrl", "frame_indices", "0, 20")
     assert wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", True) == (
-        "SparseCtrl frame_indices [20] lie outside the 16 frames being sampled (valid: 0…15, or -1…-16 from the end).")
+        "SparseCtrl frame_indices [20] lie outside the 16 frames being sampled (valid: 0…15, or -1…-16 from the "
+        "end).")
     rect = page.evaluate(f"""() => {{
         const node = ({FIND_NODE})('AnimateDiff_ApplySparseCtrl');
         return ({NODE_RECT})(['AnimateDiff_ApplySparseCtrl', -10, -40, node.size[0] + 20, node.size[1] + 110]);

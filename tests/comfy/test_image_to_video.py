@@ -92,7 +92,8 @@ def test_the_image_steers_windowed_sampling_repeatably_and_a_second_node_replace
     state = unet_state(base)
     animated = apply_motion_model(base, i2v, 1.0, "autoselect")
     windowed = ContextWindows().apply(animated, 8, 2, "uniform_standard", "pyramid", 1, False)[0]
-    run = lambda model: ksample(model, frames=12, steps=2, cfg=1.5, sampler="lcm", scheduler="sgm_uniform")  # noqa: E731
+    def run(model):
+        return ksample(model, frames=12, steps=2, cfg=1.5, sampler="lcm", scheduler="sgm_uniform")
     with_image = AnimateLCMI2VImage().apply(windowed, picture(seed=5), 0.8)[0]
     guided = run(with_image)
     assert torch.isfinite(guided).all() and torch.equal(guided, run(with_image))

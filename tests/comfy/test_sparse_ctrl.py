@@ -268,7 +268,8 @@ def test_a_full_size_rgb_sparsectrl_loads_with_sd15s_shapes_and_runs_its_forward
     """The released size (SD1.5: 320 channels, 8 heads, 768-wide text), in fp16."""
     with torch.inference_mode():
         model, _, _ = load_sparse_ctrl_model(fixtures_dir / "sparsectrl_rgb.safetensors")
-    sd = {k: v.float() for k, v in safetensors.torch.load_file(str(fixtures_dir / "sparsectrl_rgb.safetensors")).items()}
+    sd = safetensors.torch.load_file(str(fixtures_dir / "sparsectrl_rgb.safetensors"))
+    sd = {k: v.float() for k, v in sd.items()}
     assert sum(p.numel() for p in model.control.parameters()) + sum(
         p.numel() for n, p in model.motion.named_parameters()) == sum(
         v.numel() for k, v in sd.items() if not k.endswith("pos_encoder.pe"))
