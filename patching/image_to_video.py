@@ -53,9 +53,9 @@ def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     motion = model.get_additional_models_with_key(KEY)
     encoder = getattr(motion[0].model, "img_encoder", None) if motion else None
     if encoder is None:
-        kind = motion[0].model.spec.kind if motion else "none"
+        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
         raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage needs a model from AnimateDiff_ApplyMotionModule "
-                               f"with an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v); this model's is {kind}.")
+                               f"with an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v); this model {has}.")
     if latent.shape[0] != 1:
         raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage takes one image; image_latent holds {latent.shape[0]}. "
                                "Pick one with Latent From Batch.")
