@@ -31,6 +31,13 @@ class ReferenceImage:
             self.cache = {key: dict(zip(self.targets, features))}
         return self.cache[key]
 
+    def forget_after_sampling(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: the features held on the device are not kept past sampling."""
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.cache = {}
+
     def add_to_call(self, executor, x, *args, **kwargs):
         """DIFFUSION_MODEL wrapper; transformer_options is the 5th argument after x."""
         args = list(args)
@@ -62,7 +69,9 @@ def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     reference = ReferenceImage(encoder, model.model.latent_format.process_in(latent.float()), float(motion_strength),
                                motion[0].model.spec.modules_per_down_block)
     patched = model.clone()
-    wrapper = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
-    patched.remove_wrappers_with_key(wrapper, I2V_KEY)  # a second image node replaces the first
-    patched.add_wrapper_with_key(wrapper, I2V_KEY, reference.add_to_call)
+    wrappers = comfy.patcher_extension.WrappersMP
+    for wrapper, function in ((wrappers.DIFFUSION_MODEL, reference.add_to_call),
+                              (wrappers.OUTER_SAMPLE, reference.forget_after_sampling)):
+        patched.remove_wrappers_with_key(wrapper, I2V_KEY)  # a second image node replaces the first
+        patched.add_wrapper_with_key(wrapper, I2V_KEY, function)
     return patched

@@ -63,6 +63,12 @@ class SparseControlNet(comfy.controlnet.ControlNet):
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         frames = x_noisy.shape[0] // batched_number
         window = transformer_options.get("ad_params")
+        if window is None and transformer_options.get("context_window") is not None:
+            # ComfyUI's core windows tell a window's frames but not the video's length: -1 and the frames
+            # past the window could not be placed
+            raise AnimateDiffError("SparseCtrl cannot tell its frames inside ComfyUI's core Context Windows node: "
+                                   "use AnimateDiff_ContextWindows instead, which gives each window its own frames' "
+                                   "images.")
         if window:
             indices, total = window["sub_idxs"], window["full_length"]
         else:
@@ -79,6 +85,10 @@ class SparseControlNet(comfy.controlnet.ControlNet):
             return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
         finally:
             self.cond_hint_original = images
+
+    def cleanup(self):
+        self.encoded = {}  # the hints held on the device are not kept past sampling
+        super().cleanup()
 
     def condition(self, indices: list[int], total: int, hints: torch.Tensor) -> torch.Tensor:
         """(len(indices), C + 1, h, w): each frame's hint where it has one, else zeros; then the mask."""

@@ -5,6 +5,7 @@ Where the file's weights land, the encoder against a restatement of SparseCtrl's
 blocks, the reference temporal math), the condition each call gets (hints at the chosen frames, zeros and a
 mask elsewhere, per context window), sampling, and the errors users can make.
 """
+import comfy.context_windows
 import comfy.model_management
 import folder_paths
 import pytest
@@ -193,6 +194,7 @@ def test_sampling_with_sparsectrl_is_steered_repeatable_and_leaves_the_base_clea
     assert torch.equal(guided, ksample(windowed, frames=frames, positive=positive, negative=negative))
     plain = ksample(windowed, frames=frames)
     assert (guided - plain).abs().max() > 1e-2 * plain.abs().max()
+    assert positive[0][1]["control"].encoded == {}  # nothing of it is held past sampling
     comfy.model_management.unload_all_models()
     assert all(torch.equal(before[k], v) for k, v in unet_state(base).items())
 
@@ -247,6 +249,17 @@ def test_frames_the_video_does_not_have_are_refused_when_sampling(base, sparse, 
     with pytest.raises(AnimateDiffError, match=problem), torch.inference_mode():
         control.get_control(torch.zeros(6, 4, 8, 8), torch.full((6,), 3.0), {"c_crossattn": torch.zeros(6, 77, 768)},
                             1, {})
+
+
+def test_comfyuis_core_context_windows_are_refused_with_ours_named(base, sparse):
+    """The core node's windows give a window's frames but not the video's length: refused, not guessed."""
+    control, _ = applied(sparse["scribble"], images(1), "-1")
+    control.pre_run(base.model, lambda p: base.model.model_sampling.percent_to_sigma(p))
+    window = comfy.context_windows.IndexListContextWindow([4, 5, 6, 7])
+    with pytest.raises(AnimateDiffError, match="core Context Windows node: use AnimateDiff_ContextWindows"), \
+            torch.inference_mode():
+        control.get_control(torch.zeros(4, 4, 8, 8), torch.full((4,), 3.0), {"c_crossattn": torch.zeros(4, 77, 768)},
+                            1, {"context_window": window})
 
 
 def test_files_that_are_not_sparsectrls_are_refused_with_what_they_are(small, tmp_path):
