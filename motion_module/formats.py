@@ -100,7 +100,7 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
     spec = _spec_from_keys(state_dict, path)
-    check_layout(spec, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
+    check_layout(f"an {spec.kind} motion module", _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
 
 
@@ -120,18 +120,9 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
         raise ModelFileError(path, "lacks the positional table of its first attention blocks.",
                              "The file may be damaged.")
 
-    modules = {}  # (block kind, block index, module index) -> channels
-    for k in motion_keys:
-        kind, block, index = MOTION_KEY.match(k).groups()
-        if k.endswith(".temporal_transformer.norm.weight"):
-            shape = tuple(state_dict[k].shape)
-            if len(shape) != 1 or shape[0] == 0 or shape[0] % 32:
-                raise ModelFileError(path, f"has a malformed weight `{k}` of shape {shape} (a GroupNorm of "
-                                     "32 groups needs a positive multiple of 32 channels).",
-                                     "The file may be damaged or of an unknown variant.")
-            modules[(kind, int(block or 0), int(index))] = shape[0]
-    down = _block_channels(modules, "down_blocks", path)
-    up = _block_channels(modules, "up_blocks", path)
+    modules = module_channels(state_dict, path)
+    down = block_channels(modules, "down_blocks", path)
+    up = block_channels(modules, "up_blocks", path)
     mid = modules.get(("mid_block", 0, 0))
     if len(down) == 3:
         raise ModelFileError(path, "is an SDXL motion module; this pack animates SD1.5 models for now.",
@@ -159,7 +150,23 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
                            mid_channels=mid, max_frames=max_frames, image_encoder=image_encoder)
 
 
-def _block_channels(modules, kind, path) -> list[int]:
+def module_channels(state_dict, path) -> dict[tuple[str, int, int], int]:
+    """(block kind, block index, module index) -> channels, read off each motion module's GroupNorm."""
+    modules = {}
+    for k, value in state_dict.items():
+        match = MOTION_KEY.match(k)
+        if match and k.endswith(".temporal_transformer.norm.weight"):
+            kind, block, index = match.groups()
+            shape = tuple(value.shape)
+            if len(shape) != 1 or shape[0] == 0 or shape[0] % 32:
+                raise ModelFileError(path, f"has a malformed weight `{k}` of shape {shape} (a GroupNorm of "
+                                     "32 groups needs a positive multiple of 32 channels).",
+                                     "The file may be damaged or of an unknown variant.")
+            modules[(kind, int(block or 0), int(index))] = shape[0]
+    return modules
+
+
+def block_channels(modules, kind, path) -> list[int]:
     blocks = sorted({b for (k, b, _) in modules if k == kind})
     if blocks != list(range(len(blocks))):
         raise ModelFileError(path, f"has gaps in its {kind} (found blocks {blocks}).",
@@ -184,8 +191,9 @@ def _file_shapes(spec: MotionModelSpec, shapes: dict[str, torch.Size]) -> dict[s
     return {k: shape for k, shape in shapes.items() if not k.endswith(TABLE_SUFFIX)}
 
 
-def check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_dict, path):
-    """Compares every key and shape with the model the spec describes, so a damaged file fails here, clearly."""
+def check_layout(model: str, expected: dict[str, torch.Size], state_dict, path):
+    """Compares every key and shape with the model's (`model` names it: "an AnimateDiff v2 motion module"), so
+    a damaged file fails here, clearly."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k])
@@ -203,7 +211,7 @@ def check_layout(spec: MotionModelSpec, expected: dict[str, torch.Size], state_d
         problems.append(f"{len(not_float)} weights are not floating point (e.g. `{not_float[0]}` is "
                         f"{state_dict[not_float[0]].dtype})")
     if problems:
-        raise ModelFileError(path, f"does not have the layout of an {spec.kind} motion module: "
+        raise ModelFileError(path, f"does not have the layout of {model}: "
                              + "; ".join(problems) + ".", "The file may be damaged or of an unknown variant.")
 
 
@@ -226,7 +234,7 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    check_layout(spec, _file_shapes(spec, model.shapes()), original, path)
+    check_layout(f"an {spec.kind} motion module", _file_shapes(spec, model.shapes()), original, path)
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}

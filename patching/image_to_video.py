@@ -6,7 +6,7 @@ import torch
 
 from ..errors import AnimateDiffError
 from ..motion_module.image_encoder import ImageEncoder
-from .motion import KEY, frames_in_call
+from .motion import KEY, call_options, frames_in_call
 
 I2V_KEY = "animatediff_i2v"
 
@@ -39,16 +39,15 @@ class ReferenceImage:
             self.cache = {}
 
     def add_to_call(self, executor, x, *args, **kwargs):
-        """DIFFUSION_MODEL wrapper; transformer_options is the 5th argument after x."""
-        args = list(args)
-        options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+        """DIFFUSION_MODEL wrapper: the call's transformer_options carry the features to the motion layers."""
+        options = call_options(args, kwargs)
         frames = frames_in_call(x, options)
         videos = x.shape[0] // frames
         per_frame = self.features(frames, *x.shape[-2:], x.device, x.dtype)
         ours = {**options.get(KEY, {}), "image_features": {k: f.repeat(videos, 1, 1, 1) for k, f in per_frame.items()}}
         options = {**options, KEY: ours}
         if len(args) > 4:
-            args[4] = options
+            args = (*args[:4], options, *args[5:])
         else:
             kwargs["transformer_options"] = options
         return executor(x, *args, **kwargs)

@@ -50,6 +50,19 @@ def load_motion_model_file(path, name: str) -> LoadedMotionModel:
                                                offload_device=comfy.model_management.unet_offload_device())
     return LoadedMotionModel(name, model, patcher)
 
+def check_frames_fit(frames: int, max_frames: int, what: str):
+    """Refuses a call holding more frames per video than a positional table has rows."""
+    if frames > max_frames:
+        raise AnimateDiffError(f"{frames} frames > {max_frames} {what} supports: add AnimateDiff_ContextWindows "
+                               f"(context_length ≤ {max_frames}) or make fewer frames.")
+
+
+def call_options(args: tuple, kwargs: dict) -> dict:
+    """The transformer_options of a DIFFUSION_MODEL wrapper's call: the 5th argument after x
+    (UNetModel._forward(x, timesteps, context, y, control, transformer_options))."""
+    return args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+
+
 def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
     """Cond and uncond chunks share the batch ((b f) order): each chunk is one video."""
     return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond") or [0]))
@@ -73,10 +86,7 @@ class MotionLayer(torch.nn.Module):
     def run(self, x, transformer_options: dict):
         (module,) = self.motion
         frames = frames_in_call(x, transformer_options)
-        if frames > module.max_frames:
-            raise AnimateDiffError(
-                f"{frames} frames > {module.max_frames} this motion module supports: add "
-                f"AnimateDiff_ContextWindows (context_length ≤ {module.max_frames}) or make fewer frames.")
+        check_frames_fit(frames, module.max_frames, "this motion module")
         options = transformer_options.get(KEY, {})
         # Temporal attention is many (b·h·w) short (≤ 32 frames) sequences: PyTorch's SDPA suits that shape on
         # every device, where ComfyUI's global pick is tuned for long spatial sequences (on a CPU its
@@ -106,9 +116,8 @@ class JointGroupNorms:
         self.frames = None
 
     def track_frames(self, executor, x, *args, **kwargs):
-        """The wrapper: transformer_options is the 5th argument after x."""
-        transformer_options = args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
-        outer, self.frames = self.frames, frames_in_call(x, transformer_options)
+        """The DIFFUSION_MODEL wrapper."""
+        outer, self.frames = self.frames, frames_in_call(x, call_options(args, kwargs))
         try:
             return executor(x, *args, **kwargs)
         finally:

@@ -17,11 +17,14 @@ import torch
 from comfy.ldm.modules.attention import attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
+from comfy.model_detection import count_blocks
 
-from ..errors import AnimateDiffError, ModelFileError
+from ..errors import ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
-from ..motion_module.formats import MOTION_KEY, check_layout, is_finite, read_state_dict
+from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, is_finite, module_channels,
+                                     read_state_dict)
 from ..motion_module.model import TABLE_SUFFIX
+from .motion import check_frames_fit
 
 SPARSECTRL_FRAMES = 32  # the table its code builds from the formula; the file's own tables are not read
 SD15_HEADS = 8
@@ -52,10 +55,7 @@ class SparseCtrlModel(torch.nn.Module):
         return self.control.input_hint_block[0].weight.shape[1] - 1
 
     def forward(self, x, hint, timesteps, context, video_frames: int, y=None, **kwargs):
-        if video_frames > self.motion.spec.max_frames:
-            raise AnimateDiffError(
-                f"{video_frames} frames > {self.motion.spec.max_frames} SparseCtrl supports: add "
-                f"AnimateDiff_ContextWindows (context_length ≤ {self.motion.spec.max_frames}) or make fewer frames.")
+        check_frames_fit(video_frames, self.motion.spec.max_frames, "SparseCtrl")
         net = self.control
         emb = net.time_embed(timestep_embedding(timesteps, net.model_channels, repeat_only=False).to(x.dtype))
         h = torch.zeros_like(x)  # SparseCtrl is trained with its noisy input set to zero
@@ -97,8 +97,8 @@ def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.d
                 ops.conv_nd(2, hint_channels, config["model_channels"], 3, padding=1, dtype=dtype))
         motion = MotionModel(_motion_spec(motion_sd, path), ops)
     _take_weights(control, _ldm_names(spatial_sd, config, latent_hints), dtype, path)
-    check_layout(motion.spec, {k: s for k, s in motion.shapes().items() if not k.endswith(TABLE_SUFFIX)},
-                 motion_sd, path)
+    check_layout("an SD1.5 SparseCtrl's motion modules",
+                 {k: s for k, s in motion.shapes().items() if not k.endswith(TABLE_SUFFIX)}, motion_sd, path)
     motion.take_weights({k: v.to(dtype) for k, v in motion_sd.items()})
     return SparseCtrlModel(control, motion, latent_hints), load_device, compute_dtype
 
@@ -119,21 +119,14 @@ def _kind(state_dict, path) -> bool:
                          "Use v3_sd15_sparsectrl_rgb.ckpt or v3_sd15_sparsectrl_scribble.ckpt.")
 
 
-def _count(state_dict, pattern: str) -> int:
-    n = 0
-    while any(k.startswith(pattern.format(n)) for k in state_dict):
-        n += 1
-    return n
-
-
 def _unet_config(sd, path) -> dict:
     """The SD1.5-shaped config of the encoder, read from its weights (as ComfyUI's detection reads UNets')."""
     try:
         model_channels, in_channels = sd["conv_in.weight"].shape[:2]
-        levels = _count(sd, "down_blocks.{}.")
-        res_blocks = [_count(sd, f"down_blocks.{i}.resnets.{{}}.") for i in range(levels)]
+        levels = count_blocks(sd, "down_blocks.{}.")
+        res_blocks = [count_blocks(sd, f"down_blocks.{i}.resnets.{{}}.") for i in range(levels)]
         mult = [sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] // model_channels for i in range(levels)]
-        depth = [_count(sd, f"down_blocks.{i}.attentions.{j}.transformer_blocks.{{}}.")
+        depth = [count_blocks(sd, f"down_blocks.{i}.attentions.{j}.transformer_blocks.{{}}.")
                  for i in range(levels) for j in range(res_blocks[i])]
         context_dim = sd["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape[1]
         linear = sd["down_blocks.0.attentions.0.proj_in.weight"].ndim == 2
@@ -144,7 +137,7 @@ def _unet_config(sd, path) -> dict:
             "num_res_blocks": res_blocks, "channel_mult": mult, "transformer_depth": depth,
             # the encoder has no output blocks; ComfyUI's name map wants their depths all the same
             "transformer_depth_output": [max(depth, default=0)] * sum(n + 1 for n in res_blocks),
-            "transformer_depth_middle": _count(sd, "mid_block.attentions.0.transformer_blocks.{}."),
+            "transformer_depth_middle": count_blocks(sd, "mid_block.attentions.0.transformer_blocks.{}."),
             "context_dim": context_dim, "num_heads": SD15_HEADS, "num_head_channels": -1,
             "use_linear_in_transformer": linear, "use_spatial_transformer": True, "legacy": False,
             "use_checkpoint": False, "adm_in_channels": None}
@@ -172,31 +165,19 @@ def _ldm_names(sd, config, latent_hints: bool) -> dict:
 
 
 def _take_weights(control, sd: dict, dtype, path):
-    expected = {k: v.shape for k, v in control.state_dict().items()}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(sd) if sd[k].shape != expected[k])
-    if missing or unexpected or wrong:
-        detail = "; ".join(f"{len(keys)} weights {what} (e.g. `{keys[0]}`)" for what, keys in
-                           (("are missing", missing), ("are unexpected", unexpected),
-                            ("have the wrong shape", wrong)) if keys)
-        raise ModelFileError(path, f"does not have the layout of an SD1.5 SparseCtrl: {detail}.",
-                             "The file may be damaged or of another model family.")
+    check_layout("an SD1.5 SparseCtrl", {k: v.shape for k, v in control.state_dict().items()}, sd, path)
     control.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
     control.eval().requires_grad_(False)
 
 
 def _motion_spec(motion_sd, path) -> MotionModelSpec:
-    channels = {}
-    for key, value in motion_sd.items():
-        kind, block, index = MOTION_KEY.match(key).groups()
-        if kind != "down_blocks":
-            raise ModelFileError(path, f"has motion modules outside the down blocks (`{key}`); SparseCtrl's "
-                                 "sit in its down blocks only.", "The file may be of an unknown variant.")
-        if key.endswith(".temporal_transformer.norm.weight") and index == "0":
-            channels[int(block)] = value.shape[0]
-    if sorted(channels) != list(range(len(channels))) or not channels:
-        raise ModelFileError(path, f"has incomplete motion modules (blocks {sorted(channels)}).",
-                             "The file may be damaged.")
-    return MotionModelSpec(version="SparseCtrl", down_channels=tuple(channels[i] for i in sorted(channels)),
-                           up_channels=(), mid_channels=None, max_frames=SPARSECTRL_FRAMES, attention_blocks=1)
+    modules = module_channels(motion_sd, path)
+    outside = sorted(f"{kind}.{block}" for kind, block, _ in modules if kind != "down_blocks")
+    if outside:
+        raise ModelFileError(path, f"has motion modules outside the down blocks ({outside[0]}); SparseCtrl's "
+                             "sit in its down blocks only.", "The file may be of an unknown variant.")
+    down = block_channels(modules, "down_blocks", path)
+    if not down:
+        raise ModelFileError(path, "has no complete motion modules.", "The file may be damaged.")
+    return MotionModelSpec(version="SparseCtrl", down_channels=tuple(down), up_channels=(), mid_channels=None,
+                           max_frames=SPARSECTRL_FRAMES, attention_blocks=1)
