@@ -1,6 +1,7 @@
 """Nodes that load a motion module and put it into a model."""
 import folder_paths
 
+from ..patching.effect import MotionEffect
 from ..patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
 from .folders import MOTION_MODELS
 
@@ -52,9 +53,19 @@ class ApplyMotionModule:
                     "0.00085→0.012, 'sqrt_linear' in ComfyUI), for AnimateLCM with its LCM sampling (then "
                     "sample with the lcm sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, "
                     "washed-out videos."}),
+                "effect": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                    "How much of its change each motion layer keeps: 1 is the original, 0 leaves the frames "
+                    "unmixed over time (each as the image model makes it), between them a blend; e.g. 0.5–0.8 "
+                    "for subtler motion."}),
+                "effect_mask": ("MASK", {"tooltip": "Where (white) the motion module acts, times effect; black "
+                                "areas are left as the image model makes them. One mask for every frame, or one "
+                                "per frame (then also when)."}),
             },
         }
 
     def apply(self, model, motion_model, motion_lora=None, motion_scale=1.0,
-              beta_schedule=BetaSchedule.AUTOSELECT):
-        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora),)
+              beta_schedule=BetaSchedule.AUTOSELECT, effect=1.0, effect_mask=None):
+        if effect_mask is not None and effect_mask.ndim == 2:  # one (height, width) mask
+            effect_mask = effect_mask[None]
+        effect = MotionEffect(effect, None if effect_mask is None else effect_mask.float().cpu())
+        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora, effect),)

@@ -25,6 +25,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from ..errors import AnimateDiffError
 from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
 from ..motion_module.layers import MotionModule
+from .effect import MotionEffect, blend
 from .lora import motion_lora_patcher
 
 KEY = "animatediff"
@@ -96,8 +97,12 @@ class MotionLayer(torch.nn.Module):
         image_features = options.get("image_features")  # AnimateLCM-I2V's, before a down block's last module
         if image_features and self.name in image_features:
             x = x + image_features[self.name]
-        return module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
-                      pack_sequences=not override)
+        effect = options.get("effect")
+        if effect is not None and effect.keeps_input:
+            return x
+        out = module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
+                     pack_sequences=not override)
+        return out if effect is None else blend(x, out, effect.weights(x, frames, transformer_options))
 
 
 def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwargs):
@@ -287,9 +292,11 @@ class ScheduleKept:
         return executor(*args, **kwargs)
 
 
-def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None):
+def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None,
+                       effect: MotionEffect | None = None):
     """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples; a
-    MOTION_LORA stack goes onto a clone of the motion module's own patcher, merged while it is loaded."""
+    MOTION_LORA stack goes onto a clone of the motion module's own patcher, merged while it is loaded.
+    `effect` blends each motion layer's output with its input (None: the output, as the original)."""
     unet = model.model.diffusion_model
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
@@ -298,7 +305,9 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     injection = MotionInjection(motion.model, joint_norms)
     patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(injection.inject, injection.eject)])
     patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))
-    patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale)}
+    full = effect is None or (effect.strength == 1 and effect.mask is None)
+    patched.model_options["transformer_options"][KEY] = {"motion_scale": float(motion_scale),
+                                                          "effect": None if full else effect}
     patched.set_additional_models(KEY, [motion_patcher])
     if joint_norms is not None:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)

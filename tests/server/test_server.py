@@ -19,7 +19,8 @@ def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
     assert set(load["input"]["required"]["model_name"][0]) >= {"mm_v1.ckpt", "mm_v2.safetensors", "mm_v3.ckpt"}
     apply = info["AnimateDiff_ApplyMotionModule"]
     assert apply["input_order"] == {"required": ["model", "motion_model"],
-                                    "optional": ["motion_lora", "motion_scale", "beta_schedule"]}
+                                    "optional": ["motion_lora", "motion_scale", "beta_schedule", "effect",
+                                                 "effect_mask"]}
     assert apply["input"]["optional"]["motion_scale"][1]["default"] == 1.0
     assert apply["input"]["optional"]["beta_schedule"][1]["default"] == "autoselect"
     sampler = info["AnimateDiff_Sampler"]
@@ -159,6 +160,23 @@ def test_too_many_frames_says_what_to_do(server):
     assert "33 frames > 32 this motion module supports: add AnimateDiff_ContextWindows" in message
     entry = server.run(small_txt2vid(server, frames=4, size=32, steps=1))
     assert execution_error(entry) is None
+
+
+def test_an_effect_mask_from_core_mask_nodes_animates_and_a_wrong_count_is_named(server):
+    prompt = small_txt2vid(server, frames=4, size=32, steps=1)
+    apply = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_ApplyMotionModule")
+    prompt.update({
+        "solid": {"class_type": "SolidMask", "inputs": {"value": 0.6, "width": 32, "height": 32}},
+        "as_image": {"class_type": "MaskToImage", "inputs": {"mask": ["solid", 0]}},
+        "three": {"class_type": "RepeatImageBatch", "inputs": {"image": ["as_image", 0], "amount": 3}},
+        "masks": {"class_type": "ImageToMask", "inputs": {"image": ["three", 0], "channel": "red"}},
+    })
+    apply["inputs"].update(effect=0.7, effect_mask=["solid", 0])
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 4
+    apply["inputs"]["effect_mask"] = ["masks", 0]
+    assert "effect_mask holds 3 masks for a video of 4 frames" in failure(server, prompt)
 
 
 def test_sampler_custom_advanced_animates_too(server):

@@ -1,0 +1,63 @@
+"""How much of its change each motion layer keeps: `effect`, optionally times a mask that says where (and, one
+mask per frame, when). 0 keeps the layer's input, 1 the motion module's output, between them a blend.
+
+A mask is resized to each layer's resolution when the layer runs (each cell takes the mean of the pixels it
+covers); with context windows each window takes the
+masks of its own frames (from ad_params, which this pack's windows set, or the core node's context_window).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AnimateDiffError
+
+
+@dataclass(frozen=True)
+class MotionEffect:
+    strength: float
+    mask: torch.Tensor | None = None  # (1 or one per frame, H, W), values in [0, 1]
+
+    def __post_init__(self):
+        if self.mask is not None and (self.mask.ndim != 3 or not torch.isfinite(self.mask).all()):
+            raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
+                                   f"shape {tuple(self.mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
+                                   f"an image converted to a mask).")
+
+    @property
+    def keeps_input(self) -> bool:
+        """The motion module need not run at all."""
+        return self.strength == 0
+
+    def weights(self, x: torch.Tensor, frames: int, transformer_options: dict) -> float | torch.Tensor:
+        """The blend weight for a ((videos frames), c, h, w) batch: a number, or one map per batch entry."""
+        if self.mask is None:
+            return self.strength
+        masks = self.mask if len(self.mask) == 1 else self.mask[self._frame_indices(frames, transformer_options)]
+        masks = masks[:, None].to(x.device, torch.float32)
+        resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
+        per_frame = (resized * self.strength).to(x.dtype)
+        return per_frame.repeat(x.shape[0] // len(per_frame), 1, 1, 1)
+
+    def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
+        """The video frames this call holds; the mask batch must have one mask for each frame of the video."""
+        ours, core = transformer_options.get("ad_params"), transformer_options.get("context_window")
+        if ours:
+            indices, length = ours["sub_idxs"], ours["full_length"]
+        elif core is not None:  # ComfyUI's windows give their frames, not the video's length
+            indices, length = list(core.index_list), None
+        else:
+            indices, length = list(range(frames)), frames
+        count = len(self.mask)
+        if (length is not None and length != count) or max(indices) >= count:
+            video = f"{length}" if length is not None else f"at least {max(indices) + 1}"
+            raise AnimateDiffError(f"effect_mask holds {count} masks for a video of {video} frames. Give one mask "
+                                   f"(for every frame) or exactly one per frame.")
+        return indices
+
+
+def blend(before: torch.Tensor, after: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """before at weight 0 and after at weight 1, exactly (torch.lerp computes from the nearer end)."""
+    if isinstance(weight, float) and weight == 1:
+        return after
+    return torch.lerp(before, after, weight)

@@ -1,0 +1,137 @@
+"""Apply Motion Module's effect and effect_mask: each motion layer's output blended with its input, by frame
+and by place, in real sampling (with and without context windows)."""
+import comfy.context_windows
+import comfy.model_management
+import comfy.patcher_extension
+import pytest
+import torch
+from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
+
+from comfy_env import ksample, unet_state
+from animatediff.errors import AnimateDiffError
+from animatediff.nodes.context import ContextWindows
+from animatediff.nodes.motion import ApplyMotionModule
+from animatediff.patching.effect import MotionEffect
+from animatediff.patching.motion import MotionLayer
+
+KEY = "up_blocks.2.motion_modules.2"  # in output_blocks[8], right before its Upsample
+
+
+def animated(base, motion, effect=1.0, mask=None, schedule="use_existing"):
+    return ApplyMotionModule().apply(base, motion["v2"], None, 1.0, schedule, effect, mask)[0]
+
+
+def record_layer(model, motion, record):
+    """A clone whose every UNet call records, for the layer at KEY: its window, the motion module's input and
+    output, and what the layer handed on (the Upsample's input)."""
+    probed = model.clone()
+    module = motion["v2"].model.get_submodule(KEY)
+
+    def call(executor, x, *args, **kwargs):
+        options = args[4] if len(args) > 4 else kwargs["transformer_options"]
+        ours, core = options.get("ad_params"), options.get("context_window")
+        window = ours["sub_idxs"] if ours else (list(core.index_list) if core is not None else None)
+        record.append({"window": window, "chunks": len(options["cond_or_uncond"])})
+        unet = executor.class_obj
+        upsample = next(m for m in unet.output_blocks[8] if isinstance(m, Upsample))
+        hooks = [module.register_forward_hook(lambda m, a, out: record[-1].update(before=a[0], after=out) and None),
+                 upsample.register_forward_pre_hook(lambda m, a: record[-1].update(handed_on=a[0]) and None)]
+        try:
+            return executor(x, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", call)
+    return probed
+
+
+def test_effect_0_is_the_image_model_bit_for_bit_and_1_the_original(base, motion):
+    plain = ksample(base, seed=4)
+    assert torch.equal(ksample(animated(base, motion, 0.0), seed=4), plain)
+    assert torch.equal(ksample(animated(base, motion, 1.0, torch.zeros(1, 64, 64)), seed=4), plain)
+    full = ksample(animated(base, motion), seed=4)
+    assert torch.equal(ksample(animated(base, motion, 1.0, torch.ones(64, 64)), seed=4), full)
+    half = ksample(animated(base, motion, 0.5), seed=4)
+    assert (half - plain).abs().max() > 1e-3 and (half - full).abs().max() > 1e-3
+
+
+def test_each_layer_hands_on_the_blend_of_its_input_and_the_modules_output(base, motion):
+    record = []
+    ksample(record_layer(animated(base, motion, 0.3), motion, record), steps=1)
+    assert len(record) == 1 and record[0]["chunks"] == 2
+    r = record[0]
+    expected = r["before"] + 0.3 * (r["after"] - r["before"])
+    assert (r["handed_on"] - expected).abs().max() <= 1e-6 * expected.abs().max()
+    assert (r["after"] - r["before"]).abs().max() > 1e-2 * expected.abs().max()  # the module does change it
+
+
+def test_a_mask_per_frame_reaches_each_windows_frames_in_both_cfg_halves(base, motion):
+    frames, record = 24, []
+    values = torch.rand(frames, generator=torch.Generator().manual_seed(2))
+    masks = values.view(-1, 1, 1).expand(-1, 64, 64).clone()  # frame f's mask is values[f] everywhere
+    model = ContextWindows().apply(animated(base, motion, 0.8, masks), 16, 4, "uniform_standard", "pyramid", 1,
+                                   False)[0]
+    ksample(record_layer(model, motion, record), frames=frames, steps=1)
+    assert [r["window"] for r in record] == [list(range(16)), list(range(8, 24))]
+    for r in record:
+        weight = (0.8 * values[r["window"]]).repeat(r["chunks"]).view(-1, 1, 1, 1)
+        expected = r["before"] + weight * (r["after"] - r["before"])
+        assert (r["handed_on"] - expected).abs().max() <= 1e-6 * expected.abs().max()
+
+
+def test_in_a_core_context_window_the_weights_are_its_frames_masks():
+    """ComfyUI 0.3.75's own windows fail on SD1.5 batches before any model runs (their step lookup compares the
+    schedule with one timestep per frame), so the window a newer ComfyUI would pass is given here directly."""
+    values = torch.linspace(0, 1, 24)
+    effect = MotionEffect(0.5, values.view(-1, 1, 1).expand(-1, 32, 32).clone())
+    x = torch.zeros(2 * 4, 3, 2, 2)  # cond and uncond of a 4-frame window
+    window = comfy.context_windows.IndexListContextWindow([20, 21, 22, 23])
+    weights = effect.weights(x, 4, {"context_window": window})
+    expected = (0.5 * values[[20, 21, 22, 23]]).repeat(2).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+    assert torch.allclose(weights, expected, rtol=1e-5, atol=0)  # a float32 mean of 256 equal pixels
+    window = comfy.context_windows.IndexListContextWindow([22, 23, 24, 25])
+    with pytest.raises(AnimateDiffError, match="24 masks for a video of at least 26 frames"):
+        effect.weights(x, 4, {"context_window": window})
+
+
+def test_a_mask_limits_motion_to_its_white_area(base, motion):
+    mask = torch.zeros(128, 128)
+    mask[:, :64] = 1  # the left half of a 128-pixel (16-latent) video
+    record = []
+    ksample(record_layer(animated(base, motion, 1.0, mask), motion, record), steps=1, size=16)
+    r = record[0]
+    assert r["handed_on"].shape[-1] == 8
+    # resized to the layer's 8 columns of 16 pixels each: 0-3 are white, 4-7 black
+    assert torch.equal(r["handed_on"][..., :4], r["after"][..., :4])
+    assert torch.equal(r["handed_on"][..., 4:], r["before"][..., 4:])
+    assert (r["after"][..., 4:] - r["before"][..., 4:]).abs().max() > 1e-3
+
+
+def test_a_mask_count_that_is_not_one_per_frame_is_refused_and_the_base_stays_clean(base, motion):
+    weights, plain = unet_state(base), ksample(base, seed=6)
+    with pytest.raises(AnimateDiffError, match="effect_mask holds 3 masks for a video of 16 frames"):
+        ksample(animated(base, motion, 1.0, torch.ones(3, 64, 64)), steps=1)
+    windowed = ContextWindows().apply(animated(base, motion, 1.0, torch.ones(16, 64, 64)), 16, 4,
+                                      "uniform_standard", "pyramid", 1, False)[0]
+    with pytest.raises(AnimateDiffError, match="16 masks for a video of 24 frames"):
+        ksample(windowed, frames=24, steps=1)
+    assert torch.equal(ksample(base, seed=6), plain)
+    comfy.model_management.unload_all_models()
+    assert not any(isinstance(m, MotionLayer) for m in base.model.diffusion_model.modules())
+    assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
+
+
+def test_a_mask_that_is_not_a_mask_is_refused_when_applied(base, motion):
+    with pytest.raises(AnimateDiffError, match=r"effect_mask must be .* got shape \(1, 2, 64, 64\)"):
+        animated(base, motion, 1.0, torch.ones(1, 2, 64, 64))
+    with pytest.raises(AnimateDiffError, match="effect_mask must be finite"):
+        animated(base, motion, 1.0, torch.full((64, 64), float("nan")))
+
+
+def test_each_cell_takes_the_mean_of_the_mask_pixels_it_covers():
+    stripes = torch.zeros(1, 128, 128)
+    stripes[..., 0::8] = stripes[..., 1::8] = stripes[..., 2::8] = 1  # 3 of every 8 columns white
+    weights = MotionEffect(0.8, stripes).weights(torch.zeros(2, 3, 16, 16), 2, {})
+    assert torch.equal(weights, torch.full((2, 1, 16, 16), 0.8 * 3 / 8))
+    coarse = MotionEffect(1.0, stripes).weights(torch.zeros(1, 3, 4, 4), 1, {})
+    assert torch.equal(coarse, torch.full((1, 1, 4, 4), 3 / 8))
