@@ -2,8 +2,8 @@
 mask per frame, when). 0 keeps the layer's input, 1 the motion module's output, between them a blend.
 
 A mask is resized to each layer's resolution when the layer runs (each cell takes the mean of the pixels it
-covers); with context windows each window takes the
-masks of its own frames (from ad_params, which this pack's windows set, or the core node's context_window).
+covers); with context windows each window takes the masks of its own frames (from ad_params, which this
+pack's windows set, or the core node's context_window).
 """
 from dataclasses import dataclass
 
