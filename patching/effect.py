@@ -5,24 +5,27 @@ A mask is resized to each layer's resolution when the layer runs (each cell take
 covers); with context windows each window takes the masks of its own frames (from ad_params, which this
 pack's windows set, or the core node's context_window).
 """
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 
 
-@dataclass(frozen=True)
 class MotionEffect:
-    strength: float
-    mask: torch.Tensor | None = None  # (1 or one per frame, H, W), values in [0, 1]
-
-    def __post_init__(self):
-        if self.mask is not None and (self.mask.ndim != 3 or not torch.isfinite(self.mask).all()):
+    def __init__(self, strength: float, mask: torch.Tensor | None = None):
+        """`mask`: (1 or one per frame, H, W), values in [0, 1]."""
+        if mask is not None and (mask.ndim != 3 or not torch.isfinite(mask).all()):
             raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
-                                   f"shape {tuple(self.mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
+                                   f"shape {tuple(mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
                                    f"an image converted to a mask).")
+        self.strength = float(strength)
+        self.mask = mask
+        self.cache = {}  # resized weights on the device, per layer size and window; emptied after sampling
+
+    def __deepcopy__(self, memo):
+        """ComfyUI deep-copies model_options on every clone; clones share this one, whose mask is never changed,
+        so the cache the layers fill is the one forget_after_sampling empties (and the mask is not copied)."""
+        return self
 
     @property
     def keeps_input(self) -> bool:
@@ -33,11 +36,20 @@ class MotionEffect:
         """The blend weight for a ((videos frames), c, h, w) batch: a number, or one map per batch entry."""
         if self.mask is None:
             return self.strength
-        masks = self.mask if len(self.mask) == 1 else self.mask[self._frame_indices(frames, transformer_options)]
-        masks = masks[:, None].to(x.device, torch.float32)
-        resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
-        per_frame = (resized * self.strength).to(x.dtype)
-        return per_frame.repeat(x.shape[0] // len(per_frame), 1, 1, 1)
+        indices = [0] if len(self.mask) == 1 else self._frame_indices(frames, transformer_options)
+        key = (tuple(indices), x.shape[0] // len(indices), *x.shape[-2:], x.device, x.dtype)
+        if key not in self.cache:
+            masks = self.mask[indices][:, None].to(x.device, torch.float32)
+            resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
+            self.cache[key] = (resized * self.strength).to(x.dtype).repeat(key[1], 1, 1, 1)
+        return self.cache[key]
+
+    def forget_after_sampling(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: the weights made on the device are not kept past sampling."""
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.cache = {}
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
         """The video frames this call holds; the mask batch must have one mask for each frame of the video."""

@@ -312,4 +312,6 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     if joint_norms is not None:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule, motion.spec)
+    if effect is not None and effect.mask is not None:  # after with_beta_schedule, which clears KEY's
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, effect.forget_after_sampling)
     return patched

@@ -107,7 +107,24 @@ def test_a_mask_limits_motion_to_its_white_area(base, motion):
     assert (r["after"][..., 4:] - r["before"][..., 4:]).abs().max() > 1e-3
 
 
+def test_the_resized_masks_are_made_once_per_layer_size_and_window_and_not_kept_after_sampling(base, motion):
+    model = ContextWindows().apply(animated(base, motion, 0.8, torch.rand(24, 64, 64)), 16, 4, "uniform_standard",
+                                   "pyramid", 1, False)[0]
+    effect, made = model.model_options["transformer_options"]["animatediff"]["effect"], []
+
+    def during(executor, x, *args, **kwargs):
+        made.append((tuple(args[4]["ad_params"]["sub_idxs"]), len(effect.cache)))
+        return executor(x, *args, **kwargs)
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", during)
+    ksample(model, frames=24, steps=2)
+    for i, (_, cached) in enumerate(made):  # 4 layer sizes per window, made in the window's first call
+        assert cached == 4 * len({window for window, _ in made[:i]})
+    assert len(made) > len({window for window, _ in made})  # some windows ran again and found theirs
+    assert effect.cache == {}
+
+
 def test_a_mask_count_that_is_not_one_per_frame_is_refused_and_the_base_stays_clean(base, motion):
+    comfy.model_management.unload_all_models()
     weights, plain = unet_state(base), ksample(base, seed=6)
     with pytest.raises(AnimateDiffError, match="effect_mask holds 3 masks for a video of 16 frames"):
         ksample(animated(base, motion, 1.0, torch.ones(3, 64, 64)), steps=1)
