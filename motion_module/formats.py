@@ -19,6 +19,7 @@ class MotionVersion:
     V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
     ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
     ANIMATELCM_I2V = "AnimateLCM-I2V"  # AnimateLCM_sd15_i2v: AnimateLCM's layout plus an image encoder
+    PIA = "PIA"  # pia.ckpt: v3's layout plus a 9-channel conv_in; the resnets normalise jointly over frames, as v1
     LCM = (ANIMATELCM, ANIMATELCM_I2V)
 
 
@@ -100,8 +101,13 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
     spec = _spec_from_keys(state_dict, path)
-    check_layout(f"an {spec.kind} motion module", _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
+    check_layout(_described(spec), _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
+
+
+def _described(spec: MotionModelSpec) -> str:
+    """"an AnimateDiff v2 motion module", "a PIA motion module"."""
+    return f"{'an' if spec.kind[0] in 'AEIOU' else 'a'} {spec.kind} motion module"
 
 
 def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpec:
@@ -132,6 +138,11 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
                              "motion modules have 4 of each.", "The file may be damaged or of an unknown family.")
 
     image_encoder = any(k.startswith("img_encoder.") for k in keys)
+    input_conv = "conv_in.weight" in state_dict
+    if input_conv and (positionless or image_encoder or mid):
+        raise ModelFileError(path, "has an input convolution (`conv_in`) like PIA's, but not PIA's layout (PIA has "
+                             "positional tables, no mid-block module and no image encoder).",
+                             "Use pia.ckpt as released.")
     if positionless:
         if not mid:  # AnimateLCM's have one; a file without both is of no family this pack knows
             raise ModelFileError(path, "is a motion module without positional tables or a mid-block module, "
@@ -146,8 +157,10 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
     else:
         max_frames = tables[0].shape[1] if tables[0].ndim == 3 else 0
         version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
+        version = MotionVersion.PIA if input_conv else version
     return MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
-                           mid_channels=mid, max_frames=max_frames, image_encoder=image_encoder)
+                           mid_channels=mid, max_frames=max_frames, image_encoder=image_encoder,
+                           input_conv=input_conv)
 
 
 def module_channels(state_dict, path) -> dict[tuple[str, int, int], int]:
@@ -234,7 +247,7 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    check_layout(f"an {spec.kind} motion module", _file_shapes(spec, model.shapes()), original, path)
+    check_layout(_described(spec), _file_shapes(spec, model.shapes()), original, path)
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}

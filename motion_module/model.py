@@ -10,12 +10,14 @@ from .layers import TORCH_OPS, MotionModule
 
 
 TABLE_SUFFIX = ".pos_encoder.pe"
+PIA_INPUT_CHANNELS = 9  # the noisy latent's 4, the affinity's 1, the image latent's 4
 
 
 @dataclass(frozen=True)
 class MotionModelSpec:
     """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
-    version: str                      # "v1", "v2", "v3", "AnimateLCM", "AnimateLCM-I2V" (MotionVersion), "SparseCtrl"
+    version: str                      # "v1", "v2", "v3", "AnimateLCM", "AnimateLCM-I2V", "PIA" (MotionVersion),
+                                      # "SparseCtrl"
     down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
     up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
     mid_channels: int | None          # channels of the mid-block module, None when there is none
@@ -24,11 +26,17 @@ class MotionModelSpec:
     modules_per_up_block: int = 3
     attention_blocks: int = 2         # per module; SparseCtrl's encoder modules have one
     image_encoder: bool = False       # AnimateLCM-I2V's, under `img_encoder.`
+    input_conv: bool = False          # PIA's 9-channel `conv_in`: latent, affinity, image latent
 
     @property
     def kind(self) -> str:
-        """For messages: "AnimateDiff v2", "AnimateLCM"."""
-        return self.version if self.version.startswith("Animate") else f"AnimateDiff {self.version}"
+        """For messages: "AnimateDiff v2", "AnimateLCM", "PIA"."""
+        return self.version if self.version.startswith("Animate") or self.input_conv else f"AnimateDiff {self.version}"
+
+    @property
+    def normalises_over_frames(self) -> bool:
+        """v1 and PIA were trained with the UNet's resnets normalising over all frames of a video."""
+        return self.version == "v1" or self.input_conv
 
     @property
     def module_count(self) -> int:
@@ -61,6 +69,7 @@ class MotionModel(nn.Module):
             [MotionBlock(c, spec.modules_per_up_block, L, ops, A) for c in spec.up_channels])
         self.mid_block = MotionBlock(spec.mid_channels, 1, L, ops, A) if spec.mid_channels else None
         self.img_encoder = ImageEncoder(spec.down_channels, ops) if spec.image_encoder else None
+        self.conv_in = ops.Conv2d(PIA_INPUT_CHANNELS, spec.down_channels[0], 3, padding=1) if spec.input_conv else None
 
     @classmethod
     def without_weights(cls, spec: MotionModelSpec, ops=TORCH_OPS) -> "MotionModel":
@@ -81,6 +90,9 @@ class MotionModel(nn.Module):
             with torch.device("meta"):
                 encoder = ImageEncoder(spec.down_channels)
             shapes |= {f"img_encoder.{key}": value.shape for key, value in encoder.state_dict().items()}
+        if spec.input_conv:
+            shapes |= {"conv_in.weight": torch.Size((spec.down_channels[0], PIA_INPUT_CHANNELS, 3, 3)),
+                       "conv_in.bias": torch.Size((spec.down_channels[0],))}
         return shapes
 
     def take_weights(self, state_dict: dict) -> "MotionModel":

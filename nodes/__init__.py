@@ -1,6 +1,6 @@
 from .context import ContextWindows
 from .free_init import FreeInit
-from .image_to_video import AnimateLCMI2VImage
+from .image_to_video import AnimateLCMI2VImage, PIAImage
 from .lora import DomainAdapter, MotionLoRA
 from .motion import ApplyMotionModule, LoadMotionModule
 from .prompt import PromptSchedule
@@ -22,6 +22,7 @@ NODE_CLASS_MAPPINGS = {
     "AnimateDiff_LoadSparseCtrl": LoadSparseCtrl,
     "AnimateDiff_ApplySparseCtrl": ApplySparseCtrl,
     "AnimateDiff_AnimateLCMI2VImage": AnimateLCMI2VImage,
+    "AnimateDiff_PIAImage": PIAImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -38,4 +39,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_LoadSparseCtrl": "Load SparseCtrl (AnimateDiff)",
     "AnimateDiff_ApplySparseCtrl": "Apply SparseCtrl (AnimateDiff)",
     "AnimateDiff_AnimateLCMI2VImage": "AnimateLCM-I2V Image (AnimateDiff)",
+    "AnimateDiff_PIAImage": "PIA Image (AnimateDiff)",
 }

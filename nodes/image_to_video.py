@@ -1,5 +1,7 @@
-"""AnimateDiff_AnimateLCMI2VImage: the picture an AnimateLCM-I2V animation starts from."""
+"""The picture an image-to-video motion module animates: AnimateLCM-I2V's and PIA's."""
 from ..patching.image_to_video import with_reference_image
+from ..patching.pia import with_picture
+from ..sampling.pia import PRESETS
 
 
 class AnimateLCMI2VImage:
@@ -25,3 +27,32 @@ class AnimateLCMI2VImage:
 
     def apply(self, model, image_latent, motion_strength):
         return (with_reference_image(model, image_latent["samples"], motion_strength),)
+
+
+class PIAImage:
+    DESCRIPTION = ("Image to video with PIA (Personalized Image Animator): every frame sees the picture, and how "
+                   "closely each frame keeps to it follows one of PIA's motion presets. Needs a model from Apply "
+                   "Motion Module with PIA's motion module (pia.ckpt).")
+    CATEGORY = "AnimateDiff"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The animating model, animating the picture, for any sampler node.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "From AnimateDiff_ApplyMotionModule with pia.ckpt (before or after "
+                                           "AnimateDiff_ContextWindows)."}),
+            "image_latent": ("LATENT", {"tooltip": "The picture, through VAE Encode with the checkpoint's VAE, at "
+                                                   "the video's size."}),
+            "motion": (list(PRESETS), {"default": "small motion", "tooltip":
+                "PIA's presets: how closely each frame keeps to the picture, less the further it is from "
+                "picture_frame. Loops come back to the picture at frame 15 (16-frame videos); style transfer "
+                "keeps the picture's content but binds even its own frame only by half, so the prompt can "
+                "restyle it."}),
+            "picture_frame": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
+                "The frame that looks like the picture (0: the video starts from it)."}),
+        }}
+
+    def apply(self, model, image_latent, motion, picture_frame):
+        return (with_picture(model, image_latent["samples"], motion, picture_frame),)

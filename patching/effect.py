@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
+from .calls import call_frames
 
 
 class MotionEffect:
@@ -53,13 +54,7 @@ class MotionEffect:
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
         """The video frames this call holds; the mask batch must have one mask for each frame of the video."""
-        ours, core = transformer_options.get("ad_params"), transformer_options.get("context_window")
-        if ours:
-            indices, length = ours["sub_idxs"], ours["full_length"]
-        elif core is not None:  # ComfyUI's windows give their frames, not the video's length
-            indices, length = list(core.index_list), None
-        else:
-            indices, length = list(range(frames)), frames
+        indices, length = call_frames(transformer_options, frames)
         count = len(self.mask)
         if (length is not None and length != count) or max(indices) >= count:
             video = f"{length}" if length is not None else f"at least {max(indices) + 1}"

@@ -6,7 +6,8 @@ import torch
 
 from ..errors import AnimateDiffError
 from ..motion_module.image_encoder import ImageEncoder
-from .motion import KEY, call_options, frames_in_call
+from .calls import call_options, frames_in_call
+from .motion import KEY
 
 I2V_KEY = "animatediff_i2v"
 

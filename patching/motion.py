@@ -25,6 +25,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from ..errors import AnimateDiffError
 from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
 from ..motion_module.layers import MotionModule
+from .calls import call_options, frames_in_call
 from .effect import MotionEffect, blend
 from .lora import motion_lora_patcher
 
@@ -56,17 +57,6 @@ def check_frames_fit(frames: int, max_frames: int, what: str):
     if frames > max_frames:
         raise AnimateDiffError(f"{frames} frames > {max_frames} {what} supports: add AnimateDiff_ContextWindows "
                                f"(context_length ≤ {max_frames}) or make fewer frames.")
-
-
-def call_options(args: tuple, kwargs: dict) -> dict:
-    """The transformer_options of a DIFFUSION_MODEL wrapper's call: the 5th argument after x
-    (UNetModel._forward(x, timesteps, context, y, control, transformer_options))."""
-    return args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
-
-
-def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
-    """Cond and uncond chunks share the batch ((b f) order): each chunk is one video."""
-    return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond") or [0]))
 
 
 class MotionLayer(torch.nn.Module):
@@ -204,6 +194,11 @@ def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
                                f"{model_name} ({why}). Load an SD1.5 checkpoint (or an SD1.5 fine-tune).")
     if getattr(unet, "middle_block", None) is None or len(unet.input_blocks) != 12 or len(unet.output_blocks) != 12:
         refuse(f"its UNet has {len(getattr(unet, 'input_blocks', []))} input blocks, SD1.5 has 12")
+    conv_in = unet.input_blocks[0][0]
+    if motion_model.spec.input_conv and getattr(conv_in, "in_channels", None) != 4:
+        raise AnimateDiffError(f"PIA's motion module {module_name} adds its picture to a UNet that takes the 4 "
+                               f"latent channels, but this model's takes {getattr(conv_in, 'in_channels', '?')} "
+                               f"(an inpainting model?). Load an ordinary SD1.5 checkpoint.")
     for place in sd15_placements(motion_model):
         block = unet.middle_block if place.index is None else getattr(unet, place.unet_blocks)[place.index]
         resnet = next(m for m in block if isinstance(m, ResBlock))
@@ -301,7 +296,7 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
     patched = model.clone()
-    joint_norms = JointGroupNorms() if motion.spec.version == MotionVersion.V1 else None
+    joint_norms = JointGroupNorms() if motion.spec.normalises_over_frames else None
     injection = MotionInjection(motion.model, joint_norms)
     patched.set_injections(KEY, [comfy.model_patcher.PatcherInjection(injection.inject, injection.eject)])
     patched.set_model_forward_timestep_embed_patch((MotionLayer, run_motion_layer))

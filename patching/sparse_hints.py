@@ -12,6 +12,7 @@ import comfy.utils
 import torch
 
 from ..errors import AnimateDiffError
+from .calls import call_frames
 from .context import empty_hint_caches
 from .sparse_ctrl import SparseCtrlModel
 
@@ -62,17 +63,13 @@ class SparseControlNet(comfy.controlnet.ControlNet):
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         frames = x_noisy.shape[0] // batched_number
-        window = transformer_options.get("ad_params")
-        if window is None and transformer_options.get("context_window") is not None:
+        indices, total = call_frames(transformer_options, frames)
+        if total is None:
             # ComfyUI's core windows tell a window's frames but not the video's length: -1 and the frames
             # past the window could not be placed
             raise AnimateDiffError("SparseCtrl cannot tell its frames inside ComfyUI's core Context Windows node: "
                                    "use AnimateDiff_ContextWindows instead, which gives each window its own frames' "
                                    "images.")
-        if window:
-            indices, total = window["sub_idxs"], window["full_length"]
-        else:
-            indices, total = list(range(frames)), frames
         dtype = self.manual_cast_dtype or self.control_model.dtype
         images = self.cond_hint_original
         # For this call ComfyUI's ControlNet gets one hint per frame, as from Apply ControlNet, and prepares it

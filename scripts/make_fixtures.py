@@ -25,7 +25,7 @@ STAMP = "animatediff-fixtures-1"
 FULL_CHANNELS = (320, 640, 1280, 1280)
 SMALL_CHANNELS = (32, 64, 128, 128)
 # AnimateLCM's files hold no positional tables
-PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None, "animatelcm_i2v": None}
+PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None, "animatelcm_i2v": None, "pia": 32}
 
 # What v3-era files carry next to the weights (from the original inference config); plain types only,
 # so torch.load(weights_only=True) accepts it.
@@ -95,7 +95,8 @@ def _module_shapes(c: int, attention_blocks=2):
 
 def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                              dtype=torch.float16) -> dict[str, torch.Tensor]:
-    """A released-format SD1.5 motion module ("v1", "v2", "v3" or "animatelcm") with random weights.
+    """A released-format SD1.5 motion module ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v" or "pia") with
+    random weights.
 
     The version is mixed into the seed: v1's pe table is the start of v3's, so with shared weights a
     loader that picked the wrong file would go unnoticed."""
@@ -119,6 +120,9 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                 sd[key] = random_tensor(key, shape, gen).to(dtype)
     if version == "animatelcm_i2v":
         for key, shape in image_encoder_shapes(channels):
+            sd[key] = random_tensor(key, shape, gen).to(dtype)
+    if version == "pia":  # PIA's input convolution: 4 latent channels, the affinity, 4 image-latent channels
+        for key, shape in (("conv_in.weight", (channels[0], 9, 3, 3)), ("conv_in.bias", (channels[0],))):
             sd[key] = random_tensor(key, shape, gen).to(dtype)
     return sd
 
@@ -357,7 +361,7 @@ def fixture_jobs(small_only=False):
     in_state_dict = lambda sd: {"state_dict": sd}
     with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
     jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v")]
-    jobs.append(("small/mm_v2.ckpt", small("v2"), in_state_dict))
+    jobs += [("small/mm_v2.ckpt", small("v2"), in_state_dict), ("small/mm_pia.ckpt", small("pia"), None)]
     # MotionLoRAs and the domain adapter: small ones for the tiny UNet (fp32, low rank), full-size ones
     # in the released ranks. "zoom" has mid-block weights like the released files; "pan" leaves them out, as
     # a MotionLoRA made for a module without a mid block would.
@@ -377,7 +381,8 @@ def fixture_jobs(small_only=False):
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
         jobs += [("mm_animatelcm.safetensors", full("animatelcm"), None),
-                 ("mm_animatelcm_i2v.safetensors", full("animatelcm_i2v"), None)]
+                 ("mm_animatelcm_i2v.safetensors", full("animatelcm_i2v"), None),
+                 ("mm_pia.safetensors", full("pia"), None)]
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),

@@ -206,3 +206,26 @@ def test_layers_that_get_their_weights_when_loaded_are_checked_and_loaded_the_sa
     safetensors.torch.save_file({**sd, key: torch.zeros(64, 64)}, tmp_path / "shape.safetensors")
     with pytest.raises(ModelFileError, match=f"wrong shape \\(e.g. `{key}` is \\(64, 64\\), expected \\(64, 256\\)"):
         load_motion_model(tmp_path / "shape.safetensors", ops=ops)
+
+
+def test_pia_is_told_from_its_input_convolution_whose_layout_is_checked(fixtures_dir, tmp_path):
+    """PIA's keys are v3's plus conv_in: told apart by conv_in, and run as v1 (frame-wide GroupNorms)."""
+    sd = read_state_dict(fixtures_dir / "small" / "mm_pia.ckpt")
+    spec = detect_spec(sd)
+    assert (spec.version, spec.max_frames, spec.mid_channels, spec.module_count) == ("PIA", 32, None, 20)
+    assert spec.input_conv and spec.normalises_over_frames and spec.kind == "PIA"
+    assert not detect_spec(read_state_dict(fixtures_dir / "small" / "mm_v3.safetensors")).normalises_over_frames
+    assert "layout of a PIA motion module: 1 weights have the wrong shape (e.g. `conv_in.weight` is (32, 4, 3, 3), " \
+        "expected (32, 9, 3, 3))" in refusal(tmp_path, "pia.safetensors", {**sd, "conv_in.weight": torch.zeros(32, 4, 3, 3)})
+    with_mid = {**sd, **read_state_dict(fixtures_dir / "small" / "mm_v2.safetensors")}
+    assert "input convolution (`conv_in`) like PIA's, but not PIA's layout" in refusal(tmp_path, "mixed.safetensors",
+                                                                                      with_mid)
+
+
+@pytest.mark.slow
+def test_a_full_size_pia_file_has_the_released_parameter_count(fixtures_dir):
+    """pia.ckpt's 1,673,373,725 bytes hold 20 modules (v3's layout), their tables and conv_in, in fp32."""
+    model = load_motion_model(fixtures_dir / "mm_pia.safetensors")
+    assert model.spec.version == MotionVersion.PIA
+    assert sum(p.numel() for p in model.parameters()) == 417_137_600 + 320 * 9 * 3 * 3 + 320
+    assert tuple(model.conv_in.weight.shape) == (320, 9, 3, 3)

@@ -1,0 +1,101 @@
+"""PIA's picture: the affinity of each frame and the picture's latent reach the UNet through PIA's input
+convolution. That convolution takes 9 channels where the model's takes 4; as convolution is linear in its
+channels, conv(cat[x, a, z], W) + b = conv(x, W[:, :4]) + b + conv(cat[a, z], W[:, 4:]), so the model's own
+conv_in (with its weight patches) keeps its part and a forward hook adds PIA's. PIA combines a personalised
+model with its file the same way: the model's W[:, :4] and bias, the file's W[:, 4:]."""
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+import torch.nn.functional as F
+
+from ..errors import AnimateDiffError
+from ..sampling.pia import affinity
+from .calls import call_frames, call_options, frames_in_call
+from .motion import KEY
+
+PIA_KEY = "animatediff_pia"
+
+
+class PictureCondition:
+    def __init__(self, conv_in: torch.nn.Module, latent: torch.Tensor, preset: str, picture_frame: int):
+        self.conv_in = conv_in    # PIA's, in the motion model
+        self.latent = latent      # (1, 4, h, w), scaled as the UNet takes latents
+        self.preset = preset
+        self.picture_frame = picture_frame
+        self.current = None       # the extra channels of the UNet call running now
+        self.cache = {}
+        self.hook = None
+
+    def channels(self, frames: list[int], videos: int, height: int, width: int, device, dtype) -> torch.Tensor:
+        """(videos · frames, 5, h, w): each frame's affinity, then the picture's latent; the same for every
+        video of the batch (cond and uncond alike, as PIA guides)."""
+        key = (tuple(frames), videos, height, width, device, dtype)
+        if key not in self.cache:
+            latent = self.latent
+            if latent.shape[-2:] != (height, width):  # as PIA fits its image latent to the video's
+                latent = F.interpolate(latent, size=(height, width), mode="nearest")
+            values = torch.tensor(affinity(self.preset, frames, self.picture_frame))
+            planes = values.view(-1, 1, 1, 1).expand(-1, 1, height, width)
+            per_frame = torch.cat([planes, latent.expand(len(frames), -1, -1, -1)], dim=1)
+            self.cache = {key: per_frame.repeat(videos, 1, 1, 1).to(device, dtype)}
+        return self.cache[key]
+
+    def for_call(self, executor, x, *args, **kwargs):
+        """DIFFUSION_MODEL wrapper: which frames of the video this call holds, so the hook adds theirs."""
+        options = call_options(args, kwargs)
+        count = frames_in_call(x, options)
+        frames, length = call_frames(options, count)
+        if length is not None and self.picture_frame >= length:
+            raise AnimateDiffError(f"AnimateDiff_PIAImage: picture_frame={self.picture_frame}, but the video has "
+                                   f"{length} frames (0 to {length - 1}). Choose a frame of the video.")
+        self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, x.dtype)
+        try:
+            return executor(x, *args, **kwargs)
+        finally:
+            self.current = None
+
+    def add_channels(self, conv, args, output):
+        """Forward hook on the UNet's conv_in."""
+        if self.current is None:
+            return None
+        weight = self.conv_in.weight[:, 4:].to(output)
+        return output + F.conv2d(self.current, weight, None, padding=1)
+
+    def inject(self, patcher):
+        self.hook = patcher.model.diffusion_model.input_blocks[0][0].register_forward_hook(self.add_channels)
+
+    def eject(self, patcher):
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+
+    def forget_after_sampling(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: the channels made on the device are not kept past sampling."""
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.cache = {}
+
+
+def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):
+    """A clone of a model animating with a PIA motion module that animates `latent` (a LATENT's samples, one
+    image)."""
+    motion = model.get_additional_models_with_key(KEY)
+    conv_in = getattr(motion[0].model, "conv_in", None) if motion else None
+    if conv_in is None:
+        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
+        raise AnimateDiffError(f"AnimateDiff_PIAImage needs a model from AnimateDiff_ApplyMotionModule with PIA's "
+                               f"motion module (pia.ckpt); this model {has}.")
+    if latent.shape[0] != 1:
+        raise AnimateDiffError(f"AnimateDiff_PIAImage takes one image; image_latent holds {latent.shape[0]}. "
+                               "Pick one with Latent From Batch.")
+    condition = PictureCondition(conv_in, model.model.latent_format.process_in(latent.float()), preset,
+                                 int(picture_frame))
+    patched = model.clone()
+    patched.set_injections(PIA_KEY, [comfy.model_patcher.PatcherInjection(condition.inject, condition.eject)])
+    wrappers = comfy.patcher_extension.WrappersMP
+    for wrapper, function in ((wrappers.DIFFUSION_MODEL, condition.for_call),
+                              (wrappers.OUTER_SAMPLE, condition.forget_after_sampling)):
+        patched.remove_wrappers_with_key(wrapper, PIA_KEY)  # a second picture node replaces the first
+        patched.add_wrapper_with_key(wrapper, PIA_KEY, function)
+    return patched
