@@ -215,8 +215,9 @@ def test_pia_is_told_from_its_input_convolution_whose_layout_is_checked(fixtures
     assert (spec.version, spec.max_frames, spec.mid_channels, spec.module_count) == ("PIA", 32, None, 20)
     assert spec.input_conv and spec.normalises_over_frames and spec.kind == "PIA"
     assert not detect_spec(read_state_dict(fixtures_dir / "small" / "mm_v3.safetensors")).normalises_over_frames
+    four_channels = {**sd, "conv_in.weight": torch.zeros(32, 4, 3, 3)}
     assert "layout of a PIA motion module: 1 weights have the wrong shape (e.g. `conv_in.weight` is (32, 4, 3, 3), " \
-        "expected (32, 9, 3, 3))" in refusal(tmp_path, "pia.safetensors", {**sd, "conv_in.weight": torch.zeros(32, 4, 3, 3)})
+        "expected (32, 9, 3, 3))" in refusal(tmp_path, "pia.safetensors", four_channels)
     with_mid = {**sd, **read_state_dict(fixtures_dir / "small" / "mm_v2.safetensors")}
     assert "input convolution (`conv_in`) like PIA's, but not PIA's layout" in refusal(tmp_path, "mixed.safetensors",
                                                                                       with_mid)
