@@ -40,6 +40,7 @@ def server_models(fixtures_dir, hostile_files) -> dict:
             "mm_v3.ckpt": fixtures_dir / "mm_v3.ckpt",
             "AnimateLCM_sd15_t2v.safetensors": fixtures_dir / "mm_animatelcm.safetensors",
             "AnimateLCM_sd15_i2v.safetensors": fixtures_dir / "mm_animatelcm_i2v.safetensors",
+            "pia.safetensors": fixtures_dir / "mm_pia.safetensors",
             "evil.ckpt": hostile / "evil.ckpt",
             "pickled.ckpt": hostile / "pickled.ckpt",
             "notes.ckpt": hostile / "notes.ckpt",

@@ -115,6 +115,21 @@ def test_animatelcm_i2v_example_starts_from_the_picture(server):
     assert "with an AnimateLCM-I2V motion module" in error["exception_message"]
 
 
+def test_pia_example_animates_the_picture(server):
+    """The example as shipped (ddim, ddim_uniform, cfg 7.5; 2 of its 25 steps here) with a full-size PIA."""
+    Image.new("RGB", (32, 32), (200, 120, 30)).save(server.input_dir / "pia_picture.png")
+    prompt = small_workflow(server, "pia_img2vid.json", frames=16, size=32, steps=2, motion="pia.safetensors")
+    next(n for n in prompt.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "pia_picture.png"
+    sampler = next(n["inputs"] for n in prompt.values() if n["class_type"] == "AnimateDiff_Sampler")
+    assert (sampler["sampler_name"], sampler["scheduler"], sampler["cfg"]) == ("ddim", "ddim_uniform", 7.5)
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+    next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_PIAImage")["inputs"]["picture_frame"] = 16
+    error = execution_error(server.run(prompt))
+    assert "picture_frame=16, but the video has 16 frames (0 to 15)" in error["exception_message"]
+
+
 def test_the_http_recipe_in_the_docs_makes_an_animation(server, tmp_path, monkeypatch):
     """docs/http_api.md's code, run as written against this server; only the address and the model files differ.
     Its prompt file is the txt2vid example in API form."""
