@@ -145,7 +145,6 @@ def slice_conds(cond_list, window: list[int], frames: int):
     """One of calc_cond_batch's cond lists (positive, negative, …) cut down to the window's frames."""
     if cond_list is None:
         return None
-    index = torch.tensor(window)
     sliced = []
     for cond in cond_list:
         cond = cond.copy()
@@ -156,8 +155,11 @@ def slice_conds(cond_list, window: list[int], frames: int):
                 value = value._copy_with(_cyclic(data, window))
             model_conds[name] = value
         cond["model_conds"] = model_conds
-        if "mask" in cond:  # a mask batch of one per frame (get_area_and_mult only takes the first rows)
-            cond["mask"] = slice_per_frame(cond["mask"], index, frames)
+        mask = cond.get("mask")
+        if isinstance(mask, torch.Tensor) and mask.ndim > 0 and mask.shape[0] > 1:
+            # over the whole video ComfyUI gives frame i mask i of a longer batch and tiles a shorter one
+            # (get_area_and_mult): mask i mod count, for any count
+            cond["mask"] = _cyclic(mask, window)
         sliced.append(cond)
     return sliced
 

@@ -16,7 +16,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from comfy_env import ksample, latent, random_fill, tiny_controlnet, unet_state, with_controlnet
+from comfy_env import conditioning, ksample, latent, random_fill, tiny_controlnet, unet_state, with_controlnet
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sampler import Sampler
@@ -166,6 +166,22 @@ def test_windows_of_independent_frames_give_the_unwindowed_result(base):
     assert record and all(r["frames"] <= 2 * 4 for r in record)
     no_control = custom_advanced(base, frame_prompts(frames), flat_prompt(-0.5), frames)
     assert (no_control - plain).abs().max() > 1e-2 * plain.abs().max()  # the hints really steer the result
+
+
+@pytest.mark.parametrize("count", [2, 3, 40])
+def test_a_mask_batch_of_any_size_reaches_each_window_as_the_whole_video_would_use_it(base, count):
+    """ComfyUI gives frame i mask i of a longer batch and tiles a shorter one; windows must keep that.
+    Without a motion module frames are independent, so windowed sampling equals plain sampling."""
+    import nodes
+    frames = 30
+    masks = torch.zeros(count, 8, 8)
+    for k in range(count):
+        masks[k, :, k % 8] = 1.0  # mask k: column k % 8
+    masked = nodes.ConditioningSetMask().append(conditioning(21), masks, "default", 1.0)[0]
+    positive = nodes.ConditioningCombine().combine(conditioning(11), masked)[0]
+    expected = custom_advanced(base, positive, conditioning(12), frames)
+    windowed = custom_advanced(with_windows(base, 16, 3, "static", "flat"), positive, conditioning(12), frames)
+    assert (windowed - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 @pytest.mark.parametrize("length", [16, 24])
