@@ -26,6 +26,12 @@ class FreeInit:
             raise AnimateDiffError("AnimateDiff_FreeInit samples from pure noise, every round: give it an empty "
                                    "latent (EmptyLatentImage) and no noise mask, or take it out of the model path "
                                    "for video to video.")
+        if float(sigmas[-1]) > 0:  # the next round re-noises the result as if it were clean
+            raise AnimateDiffError(f"AnimateDiff_FreeInit needs every round to end with a clean video (a schedule "
+                                   f"ending at sigma 0), but this sampler stops at sigma {float(sigmas[-1]):.3g} with "
+                                   "noise left in (KSamplerAdvanced's return_with_leftover_noise, or the first half "
+                                   "of SplitSigmas). Use FreeInit with a sampler that runs the whole schedule, or "
+                                   "take it out of this model path.")
         guider = executor.class_obj
         sigma_max = float(guider.model_patcher.get_model_object("model_sampling").sigma_max)
         start = float(sigmas[0])

@@ -117,6 +117,9 @@ def test_video_to_video_is_refused_with_what_to_do(animated):
     with pytest.raises(AnimateDiffError, match="no noise mask"):
         nodes.common_ksampler(model, 1, 2, 7.5, "euler", "normal", conditioning(11), conditioning(12),
                               {**latent(8), "noise_mask": torch.ones(8, 1, 8, 8)})
+    with pytest.raises(AnimateDiffError, match="needs every round to end with a clean video.*stops at sigma"):
+        nodes.common_ksampler(model, 1, 4, 7.5, "euler", "normal", conditioning(11), conditioning(12), latent(8),
+                              start_step=0, last_step=2, force_full_denoise=False)  # KSamplerAdvanced's leftover
     with pytest.raises(ValueError, match="cutoffs must be positive"):
         free_init(animated, 2, d_t=0.0)
     assert np.isfinite(ksample(model, frames=8).numpy()).all()  # and the model still samples afterwards
