@@ -2,9 +2,10 @@
 
 The LoRA enters the forward pass through temporary forward hooks on the motion module's temporal-attention
 projections (`out + up(down(x))`), so no weight of the motion module is edited and autograd reaches only
-the LoRA's own tensors. The objective is the ε-prediction MSE of paper Eq. 7 under the linear beta schedule
-the motion modules were trained with. The UNet is any callable `eps_model(x_t, t) -> ε̂` (the ComfyUI glue
-is in patching/training.py), so this file runs and is tested without ComfyUI.
+the LoRA's own tensors. The objective is the MSE of paper Eq. 7 under the linear beta schedule the motion
+modules were trained with; like the original train.py, the target is ε for an ε-prediction model and
+v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0 for a v-prediction one. The UNet is any callable `model(x_t, t)` (the
+ComfyUI glue is in patching/training.py), so this file runs and is tested without ComfyUI.
 """
 import contextlib
 import math
@@ -18,6 +19,7 @@ from .motion_lora import target_key
 
 BETA_START, BETA_END, TIMESTEPS = 0.00085, 0.012, 1000
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out")
+EPSILON, V_PREDICTION = "epsilon", "v_prediction"  # what the UNet predicts (diffusers' prediction_type names)
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -83,29 +85,38 @@ def _lora_hook(down: nn.Parameter, up: nn.Parameter):
     return hook
 
 
-def diffusion_loss(eps_model, x0: torch.Tensor, t: int, noise: torch.Tensor, alphas: torch.Tensor):
-    """Paper Eq. 7: ‖ε − ε̂(sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε, t)‖² for one clip x0 of shape (f, c, h, w)."""
+def diffusion_loss(model, x0: torch.Tensor, t: int, noise: torch.Tensor, alphas: torch.Tensor,
+                   prediction: str = EPSILON):
+    """Paper Eq. 7 for one clip x0 of shape (f, c, h, w): ‖target − model(sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε, t)‖²,
+    target ε, or v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0 for a v-prediction model (diffusers' get_velocity)."""
     a = alphas[t].item()
     x_t = math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
+    target = noise if prediction == EPSILON else math.sqrt(a) * noise - math.sqrt(1.0 - a) * x0
     timesteps = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
-    return nn.functional.mse_loss(eps_model(x_t, timesteps).float(), noise.float())
+    return nn.functional.mse_loss(model(x_t, timesteps).float(), target.float())
 
 
-def train(eps_model, clips: list[torch.Tensor], weights: MotionLoRAWeights, steps: int, learning_rate: float,
-          seed: int, on_step=None) -> list[float]:
-    """AdamW (β 0.9/0.999, wd 1e-2), grad-norm clip 1.0; one clip per step, t uniform in [0, 1000).
-
-    `clips` are model-space latents (f, c, h, w); `on_step(step, loss)` runs after every step (progress,
-    interruption). Returns the loss of every step. The hooks must be attached by the caller."""
+def draws(clips: list[torch.Tensor], steps: int, seed: int):
+    """(clip, t, noise) of every step: a clip at random, t uniform in [0, 1000), one noise draw per clip."""
     generator = torch.Generator().manual_seed(seed)
-    alphas = alphas_cumprod()
-    optimizer = torch.optim.AdamW(weights.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=1e-2)
-    losses = []
-    for step in range(steps):
+    for _ in range(steps):
         clip = clips[int(torch.randint(len(clips), (1,), generator=generator))]
         t = int(torch.randint(TIMESTEPS, (1,), generator=generator))
-        noise = torch.randn(clip.shape, generator=generator).to(clip)
-        loss = diffusion_loss(eps_model, clip, t, noise, alphas)
+        yield clip, t, torch.randn(clip.shape, generator=generator).to(clip)
+
+
+def train(model, clips: list[torch.Tensor], weights: MotionLoRAWeights, steps: int, learning_rate: float,
+          seed: int, on_step=None, alphas: torch.Tensor | None = None, prediction: str = EPSILON) -> list[float]:
+    """AdamW (β 0.9/0.999, wd 1e-2), grad-norm clip 1.0; one clip per step, t uniform in [0, 1000).
+
+    `clips` are model-space latents (f, c, h, w); `alphas` the ᾱ_t of the model (default: the linear
+    schedule); `on_step(step, loss)` runs after every step (progress, interruption). Returns the loss of
+    every step. The hooks must be attached by the caller."""
+    alphas = alphas_cumprod() if alphas is None else alphas
+    optimizer = torch.optim.AdamW(weights.parameters(), lr=learning_rate, betas=(0.9, 0.999), weight_decay=1e-2)
+    losses = []
+    for step, (clip, t, noise) in enumerate(draws(clips, steps, seed)):
+        loss = diffusion_loss(model, clip, t, noise, alphas, prediction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(weights.parameters(), 1.0)

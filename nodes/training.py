@@ -56,8 +56,8 @@ class CameraAugment:
 class TrainMotionLoRA:
     DESCRIPTION = ("Trains a MotionLoRA (a LoRA on the motion module's temporal attention) from reference clips, "
                    "the paper's third stage: the model, motion module and VAE stay frozen and unchanged. Saves "
-                   "models/animatediff_motion_lora/<save_name>.safetensors in the released format. Interrupting "
-                   "saves nothing.")
+                   "models/animatediff_motion_lora/<save_name>.safetensors with the released MotionLoRA key names. "
+                   "Interrupting saves nothing.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOTION_LORA", "IMAGE")
     RETURN_NAMES = ("motion_lora", "loss_curve")
@@ -71,7 +71,8 @@ class TrainMotionLoRA:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.5 model to train with (frozen, left unchanged)."}),
+                "model": ("MODEL", {"tooltip": "The SD1.5 model to train with, ε- or v-prediction (frozen, left "
+                                            "unchanged)."}),
                 "motion_model": ("MOTION_MODEL", {"tooltip":
                     "The motion module the LoRA is for (frozen, left unchanged); the released MotionLoRAs are "
                     "for v2 (mm_sd_v15_v2)."}),
@@ -79,7 +80,8 @@ class TrainMotionLoRA:
                 "reference_frames": ("IMAGE", {"tooltip":
                     "One clip, or several clips one after the other: every `frames` consecutive images make a "
                     "clip; leftover images are ignored."}),
-                "positive": ("CONDITIONING", {"tooltip": "A caption of the clips."}),
+                "positive": ("CONDITIONING", {"tooltip":
+                    "A caption of the clips: one prompt, e.g. from CLIPTextEncode."}),
                 "rank": ("INT", {"default": 64, "min": 1, "max": 512, "tooltip":
                     "LoRA rank; the released MotionLoRAs use 64. Lower is smaller and learns less."}),
                 "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":

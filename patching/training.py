@@ -1,17 +1,19 @@
-"""ComfyUI side of MotionLoRA training: the animating UNet as an ε-model, frozen, and the VAE encoding.
+"""ComfyUI side of MotionLoRA training: the animating UNet, frozen, its prediction type, and the VAE encoding.
 
 The UNet is the user's model with the motion module put in by apply_motion_model (the same injection as
-sampling), loaded by ComfyUI's memory manager. Its raw `diffusion_model` output is ε for an ε-prediction
-SD1.5 model, called with integer timesteps, so no sampler code is involved.
+sampling), loaded by ComfyUI's memory manager. Its raw `diffusion_model` output is ε (or v, for a v-prediction
+model), called with integer timesteps, so no sampler code is involved.
 """
 import contextlib
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
-from ..lora.training import MotionLoRAWeights, fit_square, split_clips, temporal_attention_layers, train
+from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_square, split_clips,
+                             temporal_attention_layers, train)
 from .motion import BetaSchedule, apply_motion_model
 
 
@@ -57,19 +59,61 @@ def encode_clips(vae, model, images: torch.Tensor, frames: int, resolution: int)
     return [model.model.process_latent_in(vae.encode(fit_square(clip, resolution)).float()) for clip in clips]
 
 
-def eps_model_of(patched, context: torch.Tensor):
-    """ε̂(x_t, t) with the loaded, patched UNet, for one video (batch = frames) on the positive prompt."""
+def prediction_of(model) -> str:
+    """EPSILON or V_PREDICTION, what `model`'s raw UNet output is; any other model is refused."""
+    sampling = model.get_model_object("model_sampling")
+    kind = type(sampling)
+    # Told apart by the method ComfyUI itself reads the output with: EDM and LCM subclass V_PREDICTION and EPS
+    # but read it differently. A discrete model with another timestep() (e.g. EDM's) expects other t.
+    outputs = {comfy.model_sampling.EPS.calculate_denoised: EPSILON,
+               comfy.model_sampling.V_PREDICTION.calculate_denoised: V_PREDICTION}
+    prediction = outputs.get(getattr(kind, "calculate_denoised", None))
+    if (prediction is None or not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete)
+            or kind.timestep is not comfy.model_sampling.ModelSamplingDiscrete.timestep):
+        output = next((b.__name__ for b in kind.__mro__ if "calculate_denoised" in vars(b)), kind.__name__)
+        # ComfyUI builds the class as `class ModelSampling(schedule, prediction)`: name the schedule base
+        schedule = next(b.__name__ for b in kind.__mro__[1:] if issubclass(b, torch.nn.Module))
+        raise AnimateDiffError(
+            f"model predicts {output} with {schedule} sampling: MotionLoRA training supports discrete-time "
+            "ε-prediction (EPS) and v-prediction (V_PREDICTION) SD1.5 models, zero terminal SNR or not. Connect "
+            "the model from before the ModelSampling node that changes this.")
+    return prediction
+
+
+def alphas_of(model) -> torch.Tensor:
+    """ᾱ_t for t = 0..999 of `model`'s own schedule (zero terminal SNR included), from ComfyUI's sigmas:
+    σ_t² = (1 − ᾱ_t)/ᾱ_t."""
+    sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
+    return 1.0 / (1.0 + sigmas ** 2)
+
+
+def caption_of(positive) -> torch.Tensor:
+    """The one text embedding (1, tokens, dim) of `positive`; more than one is refused, not silently cut."""
+    if len(positive) != 1:
+        raise AnimateDiffError(f"positive holds {len(positive)} conditionings (e.g. from ConditioningCombine): "
+                               "training uses one caption for all clips; connect a single CLIPTextEncode.")
+    context = positive[0][0]
+    if context.shape[0] != 1:
+        raise AnimateDiffError(f"positive holds a batch of {context.shape[0]} embeddings (e.g. a prompt schedule's "
+                               "one per frame): training uses one caption for every frame; connect a single "
+                               "CLIPTextEncode.")
+    return context
+
+
+def unet_of(patched, context: torch.Tensor):
+    """model(x_t, t): the loaded, patched UNet's raw output for one video (batch = frames) on the caption."""
     unet = patched.model.diffusion_model
-    dtype = patched.model.get_dtype()
+    # The dtype ComfyUI's own _apply_model computes in: fp8-stored weights run with manual casting.
+    dtype = patched.model.manual_cast_dtype or patched.model.get_dtype()
     options = dict(patched.model_options["transformer_options"])
     # What ComfyUI's sampler adds before each UNet call: the patcher's wrappers, and which chunk is cond.
     options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(patched.wrappers)
     options["cond_or_uncond"] = [0]
 
-    def eps(x_t, timesteps):
+    def model(x_t, timesteps):
         c = context.to(x_t.device, dtype).expand(x_t.shape[0], -1, -1)
         return unet(x_t.to(dtype), timesteps, context=c, transformer_options=options)
-    return eps
+    return model
 
 
 def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: int, steps: int,
@@ -80,18 +124,24 @@ def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: 
     if frames > motion.model.spec.max_frames:
         raise AnimateDiffError(f"frames={frames} > {motion.model.spec.max_frames}, the most this motion module "
                                "handles in one window: lower frames.")
+    prediction = prediction_of(model)
+    caption = caption_of(positive)
     if getattr(model, "is_dynamic", lambda: False)():
         # Newer ComfyUIs' dynamic VRAM streams weights through shared buffers, where autograd cannot keep them
         # for the backward pass; a plain patcher of the same model is their own way out (as for weight hooks).
         model = model.get_non_dynamic_delegate()
+    # The motion modules' linear betas, keeping the model's prediction type and zero terminal SNR.
     patched = apply_motion_model(model, motion, 1.0, BetaSchedule.ANIMATEDIFF_LINEAR)
-    comfy.model_management.load_models_gpu([patched])  # injects the motion layers; loads the module too
+    # As ComfyUI's sampler does: the motion module's own patcher is an additional model, loaded only when asked
+    # for. Otherwise whichever clone of it was loaded last (with an earlier MotionLoRA merged in) stays loaded.
+    comfy.model_management.load_models_gpu([patched, *patched.get_nested_additional_models()])
     device = patched.load_device
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode(False), torch.enable_grad():
         weights = MotionLoRAWeights(temporal_attention_layers(motion.model), rank, generator).to(device)
         clips = [c.detach().clone().to(device) for c in clips]  # plain tensors, not inference ones
-        context = positive[0][0].detach().clone()
+        context = caption.detach().clone()  # a plain tensor, not an inference one
         with frozen(patched.model.diffusion_model, motion.model), weights.attached():
-            losses = train(eps_model_of(patched, context), clips, weights, steps, learning_rate, seed, on_step)
+            losses = train(unet_of(patched, context), clips, weights, steps, learning_rate, seed, on_step,
+                           alphas_of(patched), prediction)
     return weights, losses

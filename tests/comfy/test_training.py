@@ -9,21 +9,25 @@ import os
 from pathlib import Path
 
 import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
 import folder_paths
 import pytest
 import safetensors
 import safetensors.torch
 import torch
 
-from comfy_env import conditioning, ksample, tiny_sd15, tiny_vae, unet_state
+from comfy_env import TINY_SD15, conditioning, ksample, random_fill, tiny_sd15, tiny_vae, unet_state
 from animatediff.errors import AnimateDiffError
+from animatediff.lora import MotionLoRA as MotionLoRAEntry
+from animatediff.lora import add_to_stack
 from animatediff.lora.augment import CameraMotion
-from animatediff.lora.training import temporal_attention_layers
+from animatediff.lora.training import draws, temporal_attention_layers
 from animatediff.nodes.folders import MOTION_LORAS, register_model_folders
 from animatediff.nodes.lora import MotionLoRA
 from animatediff.nodes.motion import LoadMotionModule
 from animatediff.nodes.training import CameraAugment, TrainMotionLoRA
-from animatediff.patching.motion import apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
 from animatediff.patching.training import encode_clips, train_motion_lora
 from comfy_server import ui_to_api
 from make_fixtures import motion_lora_state_dict
@@ -135,7 +139,8 @@ def test_trained_lora_changes_the_sample_and_merges_its_delta(node_run, setup):
     saved = safetensors.torch.load_file(str(node_run["path"]))
     layer = "up_blocks.3.motion_modules.2.temporal_transformer.transformer_blocks.0.attention_blocks.1.processor.to_out"
     weight_key = layer.replace(".processor.to_out", ".to_out.0.weight")
-    comfy.model_management.load_models_gpu([with_lora_model])  # loads (and patches) the motion module too
+    # the motion module's patcher is an additional model: loaded (and patched) only when named, as the sampler does
+    comfy.model_management.load_models_gpu([with_lora_model, *with_lora_model.get_nested_additional_models()])
     merged = motion.model.state_dict()[weight_key].clone()
     comfy.model_management.unload_all_models()
     delta = saved[f"{layer}_lora.up.weight"] @ saved[f"{layer}_lora.down.weight"]
@@ -169,9 +174,20 @@ def test_interrupt_saves_nothing_and_restores_everything(setup):
 
 
 def test_bad_inputs_are_explained(setup):
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+    base, motion = setup["base"], setup["motion"]
     with torch.inference_mode():
         with pytest.raises(AnimateDiffError, match="fewer than frames"):
             encode_clips(setup["vae"], setup["base"], setup["clip"][:2], FRAMES, RESOLUTION)
+        clips = [torch.zeros(FRAMES, 4, 8, 8)]
+        # a prompt schedule's one embedding per frame, and ConditioningCombine's two entries: one caption only
+        with pytest.raises(AnimateDiffError, match="positive holds a batch of 8 embeddings.*single CLIPTextEncode"):
+            train_motion_lora(base, motion, clips, conditioning(21, batch=8), 2, 1, 1e-3, 0)
+        with pytest.raises(AnimateDiffError, match="positive holds 2 conditionings.*single CLIPTextEncode"):
+            train_motion_lora(base, motion, clips, conditioning(21) + conditioning(22), 2, 1, 1e-3, 0)
+        (x0_model,) = ModelSamplingDiscrete().patch(base, "x0", False)
+        with pytest.raises(AnimateDiffError, match="predicts X0 with ModelSamplingDiscrete sampling.*v-prediction"):
+            train_motion_lora(x0_model, motion, clips, conditioning(21), 2, 1, 1e-3, 0)
         with pytest.raises(AnimateDiffError, match="save_name"):
             TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], setup["clip"], conditioning(21),
                                     rank=2, steps=1, learning_rate=1e-3, frames=FRAMES, resolution=RESOLUTION,
@@ -245,3 +261,79 @@ def test_lora_hooks_add_exactly_up_down_and_the_schedule_is_the_motion_modules(s
             hooked = linear(x)
         assert torch.equal(linear(x), plain)  # the hook is gone again
     torch.testing.assert_close(hooked, plain + x @ (weights.up[index] @ weights.down[index]).T, atol=1e-5, rtol=1e-5)
+
+
+def test_training_sees_the_plain_motion_module_after_sampling_with_a_motion_lora(setup, fixtures_dir):
+    """An earlier sample merged a MotionLoRA into the shared motion-module weights; training must load the
+    motion module's own (plain) patcher, which puts the file's weights back."""
+    base, motion = setup["base"], setup["motion"]
+    with torch.inference_mode():
+        from_file = motion_state(load_motion_model_file(fixtures_dir / "small" / "mm_v2.safetensors", "mm_v2"))
+
+    def differing():
+        state = motion.model.state_dict()
+        return sum(not torch.equal(state[k], from_file[k]) for k in from_file)
+    stack = add_to_stack(None, MotionLoRAEntry("zoom", str(fixtures_dir / "small" / "motion_lora_zoom.safetensors"),
+                                               1.0))
+    ksample(apply_motion_model(base, motion, 1.0, "autoselect", stack), frames=FRAMES, steps=1)
+    assert differing() == 21 * 2 * 4  # the LoRA is merged in place while its clone stays loaded
+    seen = []
+    with torch.inference_mode():
+        clips = encode_clips(setup["vae"], base, setup["clip"], FRAMES, RESOLUTION)
+        train_motion_lora(base, motion, clips, conditioning(21), rank=2, steps=2, learning_rate=1e-3, seed=0,
+                          on_step=lambda step, loss: seen.append(differing()))
+    assert seen == [0, 0]
+
+
+def test_fp8_stored_model_trains_as_its_fp32_twin(setup):
+    """fp8 weights compute in ComfyUI's manual_cast_dtype: the same losses as fp32 weights of equal value."""
+    config = comfy.supported_models.SD15({**TINY_SD15})
+    config.set_inference_dtype(torch.float8_e4m3fn, torch.float32)
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        fp8 = comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=cpu, offload_device=cpu)
+        random_fill(fp8.model.diffusion_model, 0)
+        twin = tiny_sd15()
+        twin.model.diffusion_model.load_state_dict(fp8.model.diffusion_model.state_dict())
+        assert fp8.model.get_dtype() == torch.float8_e4m3fn and fp8.model.manual_cast_dtype == torch.float32
+        clips = encode_clips(setup["vae"], twin, setup["clip"], FRAMES, RESOLUTION)
+        runs = [train_motion_lora(m, setup["motion"], clips, conditioning(21), rank=2, steps=2, learning_rate=1e-2,
+                                  seed=0)[1] for m in (fp8, twin)]
+    print("losses fp8, fp32:", runs)
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("sampling, zsnr", [("v_prediction", False), ("v_prediction", True), ("eps", True)])
+def test_loss_target_follows_the_models_prediction_type_and_schedule(setup, sampling, zsnr):
+    """Step 0 (the LoRA's up starts at zero) against the model's raw output as ComfyUI itself reads it
+    (apply_model's x0 estimate, undone with the model's own σ) and the target restated here:
+    ε, or v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0, with ᾱ_t = 1/(1+σ_t²) of the motion module's linear betas."""
+    import comfy.model_sampling
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+    motion = setup["motion"]
+    with torch.inference_mode():
+        (model,) = ModelSamplingDiscrete().patch(setup["base"], sampling, zsnr)
+        clips = encode_clips(setup["vae"], model, setup["clip"], FRAMES, RESOLUTION)
+        context = conditioning(21)
+        _, losses = train_motion_lora(model, motion, clips, context, rank=2, steps=1, learning_rate=1e-3, seed=4)
+
+        patched = apply_motion_model(model, motion, 1.0, BetaSchedule.ANIMATEDIFF_LINEAR)
+        comfy.model_management.load_models_gpu([patched, *patched.get_nested_additional_models()])
+        ms = patched.get_model_object("model_sampling")
+        assert ms.zsnr == zsnr and isinstance(ms, comfy.model_sampling.V_PREDICTION) == (sampling == "v_prediction")
+        ((x0, t, noise),) = draws(clips, 1, 4)  # the step's clip, t and ε, as training draws them
+        sigma = ms.sigmas[t]
+        x_in = x0 + sigma * noise  # ComfyUI's noise_scaling; apply_model divides by sqrt(σ²+1)
+        options = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers, "cond_or_uncond": [0]}
+        caption = context[0][0].expand(FRAMES, -1, -1)
+        denoised = patched.model.apply_model(x_in, sigma.expand(FRAMES), c_crossattn=caption,
+                                             transformer_options=options)
+        alpha = 1 / (1 + sigma.double() ** 2)
+        if sampling == "v_prediction":  # ComfyUI: x0̂ = x_in/(σ²+1) − v̂·σ/sqrt(σ²+1)
+            output = (x_in / (sigma ** 2 + 1) - denoised) * (sigma ** 2 + 1) ** 0.5 / sigma
+            target = alpha.sqrt() * noise - (1 - alpha).sqrt() * x0
+        else:  # ComfyUI: x0̂ = x_in − ε̂·σ
+            output, target = (x_in - denoised) / sigma, noise
+        expected = ((output.double() - target.double()) ** 2).mean().item()
+    print(f"t={t} ᾱ_t={alpha.item():.4f} step-0 loss {losses[0]:.6f}, restated {expected:.6f}")
+    assert losses[0] == pytest.approx(expected, rel=1e-4)
