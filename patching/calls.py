@@ -1,4 +1,5 @@
-"""What a UNet call holds: its transformer_options, its frames per video, which frames of the video they are."""
+"""What a UNet call holds (its transformer_options, its frames per video, which frames of the video they are),
+and the tensors made for calls, kept while one sampling runs."""
 import torch
 
 
@@ -23,3 +24,16 @@ def call_frames(transformer_options: dict, count: int) -> tuple[list[int], int |
     if core is not None:
         return list(core.index_list), None
     return list(range(count)), count
+
+
+class SamplingCache:
+    """Tensors made on the device for calls (per shape and window), kept while one sampling runs: its
+    forget_after_sampling is an OUTER_SAMPLE wrapper, so none outlives it, also after an error."""
+    def __init__(self):
+        self.cache = {}
+
+    def forget_after_sampling(self, executor, *args, **kwargs):
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.cache = {}

@@ -9,19 +9,19 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
-from .calls import call_frames
+from .calls import SamplingCache, call_frames
 
 
-class MotionEffect:
+class MotionEffect(SamplingCache):
     def __init__(self, strength: float, mask: torch.Tensor | None = None):
         """`mask`: (1 or one per frame, H, W), values in [0, 1]."""
         if mask is not None and (mask.ndim != 3 or not torch.isfinite(mask).all()):
             raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
                                    f"shape {tuple(mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
                                    f"an image converted to a mask).")
+        super().__init__()  # its cache: the resized weights on the device, per layer size and window
         self.strength = float(strength)
         self.mask = mask
-        self.cache = {}  # resized weights on the device, per layer size and window; emptied after sampling
 
     def __deepcopy__(self, memo):
         """ComfyUI deep-copies model_options on every clone; clones share this one, whose mask is never changed,
@@ -44,13 +44,6 @@ class MotionEffect:
             resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
             self.cache[key] = (resized * self.strength).to(x.dtype).repeat(key[1], 1, 1, 1)
         return self.cache[key]
-
-    def forget_after_sampling(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: the weights made on the device are not kept past sampling."""
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            self.cache = {}
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
         """The video frames this call holds; the mask batch must have one mask for each frame of the video."""

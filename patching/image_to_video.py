@@ -1,24 +1,23 @@
 """AnimateLCM-I2V's reference image: its features are computed per UNet call (for the frames of that call)
 and handed to the motion layers, which add them before each down block's last motion module."""
-import comfy.patcher_extension
 import comfy.utils
 import torch
 
-from ..errors import AnimateDiffError
 from ..motion_module.image_encoder import ImageEncoder
-from .calls import call_options, frames_in_call
+from .calls import SamplingCache, call_options, frames_in_call
 from .motion import KEY
+from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
 
 I2V_KEY = "animatediff_i2v"
 
 
-class ReferenceImage:
+class ReferenceImage(SamplingCache):
     def __init__(self, encoder: ImageEncoder, latent: torch.Tensor, motion_strength: float, modules_per_block: int):
+        super().__init__()
         self.encoder = encoder
         self.latent = latent  # (1, 4, h, w), scaled as the UNet takes latents
         self.motion_strength = motion_strength
         self.targets = [f"down_blocks.{i}.motion_modules.{modules_per_block - 1}" for i in range(len(encoder.channels))]
-        self.cache = {}
 
     def features(self, frames: int, height: int, width: int, device, dtype) -> dict[str, torch.Tensor]:
         """Per target motion module, the (frames, C, h, w) features; made once per call shape (every window of a
@@ -31,13 +30,6 @@ class ReferenceImage:
             features = self.encoder(latent.to(device, dtype), frames, self.motion_strength)
             self.cache = {key: dict(zip(self.targets, features))}
         return self.cache[key]
-
-    def forget_after_sampling(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: the features held on the device are not kept past sampling."""
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            self.cache = {}
 
     def add_to_call(self, executor, x, *args, **kwargs):
         """DIFFUSION_MODEL wrapper: the call's transformer_options carry the features to the motion layers."""
@@ -57,21 +49,10 @@ class ReferenceImage:
 def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     """A clone of an animating model whose AnimateLCM-I2V motion module starts from `latent` (a LATENT's
     samples, one image)."""
-    motion = model.get_additional_models_with_key(KEY)
-    encoder = getattr(motion[0].model, "img_encoder", None) if motion else None
-    if encoder is None:
-        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
-        raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage needs a model from AnimateDiff_ApplyMotionModule "
-                               f"with an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v); this model {has}.")
-    if latent.shape[0] != 1:
-        raise AnimateDiffError(f"AnimateDiff_AnimateLCMI2VImage takes one image; image_latent holds {latent.shape[0]}. "
-                               "Pick one with Latent From Batch.")
-    reference = ReferenceImage(encoder, model.model.latent_format.process_in(latent.float()), float(motion_strength),
-                               motion[0].model.spec.modules_per_down_block)
-    patched = model.clone()
-    wrappers = comfy.patcher_extension.WrappersMP
-    for wrapper, function in ((wrappers.DIFFUSION_MODEL, reference.add_to_call),
-                              (wrappers.OUTER_SAMPLE, reference.forget_after_sampling)):
-        patched.remove_wrappers_with_key(wrapper, I2V_KEY)  # a second image node replaces the first
-        patched.add_wrapper_with_key(wrapper, I2V_KEY, function)
-    return patched
+    node = "AnimateDiff_AnimateLCMI2VImage"
+    motion, encoder = picture_part(model, "img_encoder", node, "an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v)")
+    reference = ReferenceImage(encoder, model.model.latent_format.process_in(one_picture(latent, node).float()),
+                               float(motion_strength), motion.spec.modules_per_down_block)
+    # a second image node replaces the first
+    return with_wrappers(model, I2V_KEY, {WRAPPERS.DIFFUSION_MODEL: reference.add_to_call,
+                                          WRAPPERS.OUTER_SAMPLE: reference.forget_after_sampling})

@@ -4,26 +4,25 @@ channels, conv(cat[x, a, z], W) + b = conv(x, W[:, :4]) + b + conv(cat[a, z], W[
 conv_in (with its weight patches) keeps its part and a forward hook adds PIA's. PIA combines a personalised
 model with its file the same way: the model's W[:, :4] and bias, the file's W[:, 4:]."""
 import comfy.model_patcher
-import comfy.patcher_extension
 import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 from ..sampling.pia import affinity
-from .calls import call_frames, call_options, frames_in_call
-from .motion import KEY
+from .calls import SamplingCache, call_frames, call_options, frames_in_call
+from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
 
 PIA_KEY = "animatediff_pia"
 
 
-class PictureCondition:
+class PictureCondition(SamplingCache):
     def __init__(self, conv_in: torch.nn.Module, latent: torch.Tensor, preset: str, picture_frame: int):
+        super().__init__()
         self.conv_in = conv_in    # PIA's, in the motion model
         self.latent = latent      # (1, 4, h, w), scaled as the UNet takes latents
         self.preset = preset
         self.picture_frame = picture_frame
         self.current = None       # the extra channels of the UNet call running now
-        self.cache = {}
         self.hook = None
 
     def channels(self, frames: list[int], videos: int, height: int, width: int, device, dtype) -> torch.Tensor:
@@ -69,33 +68,15 @@ class PictureCondition:
             self.hook.remove()
             self.hook = None
 
-    def forget_after_sampling(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper: the channels made on the device are not kept past sampling."""
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            self.cache = {}
-
 
 def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):
     """A clone of a model animating with a PIA motion module that animates `latent` (a LATENT's samples, one
     image)."""
-    motion = model.get_additional_models_with_key(KEY)
-    conv_in = getattr(motion[0].model, "conv_in", None) if motion else None
-    if conv_in is None:
-        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
-        raise AnimateDiffError(f"AnimateDiff_PIAImage needs a model from AnimateDiff_ApplyMotionModule with PIA's "
-                               f"motion module (pia.ckpt); this model {has}.")
-    if latent.shape[0] != 1:
-        raise AnimateDiffError(f"AnimateDiff_PIAImage takes one image; image_latent holds {latent.shape[0]}. "
-                               "Pick one with Latent From Batch.")
-    condition = PictureCondition(conv_in, model.model.latent_format.process_in(latent.float()), preset,
-                                 int(picture_frame))
-    patched = model.clone()
-    patched.set_injections(PIA_KEY, [comfy.model_patcher.PatcherInjection(condition.inject, condition.eject)])
-    wrappers = comfy.patcher_extension.WrappersMP
-    for wrapper, function in ((wrappers.DIFFUSION_MODEL, condition.for_call),
-                              (wrappers.OUTER_SAMPLE, condition.forget_after_sampling)):
-        patched.remove_wrappers_with_key(wrapper, PIA_KEY)  # a second picture node replaces the first
-        patched.add_wrapper_with_key(wrapper, PIA_KEY, function)
-    return patched
+    node = "AnimateDiff_PIAImage"
+    _, conv_in = picture_part(model, "conv_in", node, "PIA's motion module (pia.ckpt)")
+    condition = PictureCondition(conv_in, model.model.latent_format.process_in(one_picture(latent, node).float()),
+                                 preset, int(picture_frame))
+    # a second picture node replaces the first
+    return with_wrappers(model, PIA_KEY, {WRAPPERS.DIFFUSION_MODEL: condition.for_call,
+                                          WRAPPERS.OUTER_SAMPLE: condition.forget_after_sampling},
+                         comfy.model_patcher.PatcherInjection(condition.inject, condition.eject))

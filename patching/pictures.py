@@ -1,0 +1,39 @@
+"""What the image-to-video nodes share: the part of the motion model that takes the picture, one picture,
+and the clone that carries their wrappers."""
+import comfy.patcher_extension
+import torch
+
+from ..errors import AnimateDiffError
+from .motion import KEY
+
+WRAPPERS = comfy.patcher_extension.WrappersMP
+
+
+def picture_part(model, part: str, node: str, module: str):
+    """The motion model's `part` (e.g. AnimateLCM-I2V's `img_encoder`) of an animating model, which must have
+    one; `module` names the motion module that does, for the message."""
+    motion = model.get_additional_models_with_key(KEY)
+    found = getattr(motion[0].model, part, None) if motion else None
+    if found is None:
+        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
+        raise AnimateDiffError(f"{node} needs a model from AnimateDiff_ApplyMotionModule with {module}; this model "
+                               f"{has}.")
+    return motion[0].model, found
+
+
+def one_picture(latent: torch.Tensor, node: str) -> torch.Tensor:
+    if latent.shape[0] != 1:
+        raise AnimateDiffError(f"{node} takes one image; image_latent holds {latent.shape[0]}. Pick one with "
+                               "Latent From Batch.")
+    return latent
+
+
+def with_wrappers(model, key: str, wrappers: dict, injection=None):
+    """A clone of `model` with `wrappers` ({wrapper type: function}) under `key`, replacing an earlier node's."""
+    patched = model.clone()
+    if injection is not None:
+        patched.set_injections(key, [injection])
+    for kind, function in wrappers.items():
+        patched.remove_wrappers_with_key(kind, key)
+        patched.add_wrapper_with_key(kind, key, function)
+    return patched
