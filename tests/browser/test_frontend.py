@@ -371,6 +371,16 @@ def test_warning_when_sparsectrl_frames_are_not_in_the_video(page, screenshots):
     wait_for_warning(page, "AnimateDiff_ApplySparseCtrl", False)
 
 
+def test_warning_when_the_pia_picture_frame_is_not_in_the_video(page):
+    load_workflow(page, json.loads((EXAMPLES / "pia_img2vid.json").read_text()))
+    wait_for_warning(page, "AnimateDiff_PIAImage", False)
+    set_widget(page, "AnimateDiff_PIAImage", "picture_frame", 16)
+    assert wait_for_warning(page, "AnimateDiff_PIAImage", True) == (
+        "picture_frame=16, but the video has 16 frames (0 to 15): choose a frame of the video.")
+    set_widget(page, "EmptyLatentImage", "batch_size", 24)  # now frame 16 exists
+    wait_for_warning(page, "AnimateDiff_PIAImage", False)
+
+
 def test_queue_from_the_page_shows_the_animation(page, server, screenshots):
     load_tiny_txt2vid(page, frames=4)
     before = set(server.get("/history"))

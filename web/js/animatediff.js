@@ -1,7 +1,7 @@
 // The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and a
 // warning on the motion-module and sampler nodes when a latent holds more frames than the motion module can
-// see at once, and on Apply SparseCtrl when its frames are not in the video; in the canvas and in the Vue node
-// design alike. Only the public extension API and LiteGraph
+// see at once, and on Apply SparseCtrl and PIA Image when their frames are not in the video; in the canvas and
+// in the Vue node design alike. Only the public extension API and LiteGraph
 // node methods are used, everything is feature-detected, and errors are caught: a front-end update may hide
 // these aids, never break a graph.
 import { app } from "../../../scripts/app.js";
@@ -13,6 +13,7 @@ const APPLY = "AnimateDiff_ApplyMotionModule";
 const SAMPLER = "AnimateDiff_Sampler";
 const LOAD = "AnimateDiff_LoadMotionModule";
 const APPLY_SPARSE = "AnimateDiff_ApplySparseCtrl";
+const PIA_IMAGE = "AnimateDiff_PIAImage";
 const TIMELINE_HEIGHT = 110;
 const MAX_PREVIEW_FRAMES = 4096; // ComfyUI's own batch_size limit
 
@@ -167,8 +168,22 @@ function sparseWarning(node) {
   return null;
 }
 
+// PIA Image's picture_frame checked against the frames of the samplers its model reaches.
+function pictureFrameWarning(node) {
+  const frame = widgetValue(node, "picture_frame");
+  for (const sampler of samplersDownstream(node)) {
+    const frames = latentFrames(sampler);
+    if (typeof frame === "number" && typeof frames === "number" && isActive(sampler) && frame >= frames) {
+      return `picture_frame=${frame}, but the video has ${frames} frames (0 to ${frames - 1}): choose a frame ` +
+        `of the video.`;
+    }
+  }
+  return null;
+}
+
 function nodeWarning(node) {
   if (classOf(node) === APPLY_SPARSE) return sparseWarning(node);
+  if (classOf(node) === PIA_IMAGE) return pictureFrameWarning(node);
   if (classOf(node) === APPLY) {
     const warnings = samplersDownstream(node).map(samplerWarning);
     return warnings.find((w) => w?.apply === node)?.text ?? null;
@@ -387,7 +402,7 @@ function fitContent(node) {
 app.registerExtension({
   name: "AnimateDiff.ComfyUI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (![APPLY, SAMPLER, APPLY_SPARSE].includes(nodeData?.name)) return;
+    if (![APPLY, SAMPLER, APPLY_SPARSE, PIA_IMAGE].includes(nodeData?.name)) return;
     const onDrawForeground = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.apply(this, [ctx, ...rest]);
@@ -403,7 +418,7 @@ app.registerExtension({
   nodeCreated(node) {
     try {
       if (classOf(node) === CONTEXT) addTimeline(node);
-      else if ([APPLY, SAMPLER, APPLY_SPARSE].includes(classOf(node))) addWarning(node);
+      else if ([APPLY, SAMPLER, APPLY_SPARSE, PIA_IMAGE].includes(classOf(node))) addWarning(node);
     } catch (error) {
       reportOnce("editor aids not added", error);
     }
