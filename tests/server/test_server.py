@@ -194,6 +194,15 @@ def test_an_effect_mask_from_core_mask_nodes_animates_and_a_wrong_count_is_named
     assert "effect_mask holds 3 masks for a video of 4 frames" in failure(server, prompt)
 
 
+def test_motion_mask_example_animates_the_masks_white_half(server):
+    prompt = small_workflow(server, "txt2vid_motion_mask.json", frames=8, size=32, steps=1)
+    apply = next(n["inputs"] for n in prompt.values() if n["class_type"] == "AnimateDiff_ApplyMotionModule")
+    assert apply["effect"] == 1.0 and apply["effect_mask"][0] in prompt
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 8
+
+
 def test_sampler_custom_advanced_animates_too(server):
     prompt = small_txt2vid(server, frames=6, size=32, steps=1, motion="mm_v2.safetensors")
     sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "AnimateDiff_Sampler")
