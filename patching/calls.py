@@ -2,11 +2,27 @@
 and the tensors made for calls, kept while one sampling runs."""
 import torch
 
+from ..errors import AnimateDiffError
+
 
 def call_options(args: tuple, kwargs: dict) -> dict:
-    """The transformer_options of a DIFFUSION_MODEL wrapper's call: the 5th argument after x
-    (UNetModel._forward(x, timesteps, context, y, control, transformer_options))."""
+    """The transformer_options of an APPLY_MODEL or DIFFUSION_MODEL wrapper's call: the 5th argument after x in
+    both (BaseModel._apply_model(x, t, c_concat, c_crossattn, control, transformer_options) and
+    UNetModel._forward(x, timesteps, context, y, control, transformer_options))."""
     return args[4] if len(args) > 4 else kwargs.get("transformer_options", {})
+
+
+def with_call_options(args: tuple, kwargs: dict, options: dict) -> tuple[tuple, dict]:
+    """The same call's arguments with other transformer_options."""
+    if len(args) > 4:
+        return (*args[:4], options, *args[5:]), kwargs
+    return args, {**kwargs, "transformer_options": options}
+
+
+def compute_dtype(executor) -> torch.dtype:
+    """The dtype the model of an APPLY_MODEL wrapper computes in, as BaseModel._apply_model casts to it."""
+    model = executor.class_obj
+    return model.manual_cast_dtype or model.get_dtype()
 
 
 def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
@@ -28,12 +44,27 @@ def call_frames(transformer_options: dict, count: int) -> tuple[list[int], int |
 
 class SamplingCache:
     """Tensors made on the device for calls (per shape and window), kept while one sampling runs: its
-    forget_after_sampling is an OUTER_SAMPLE wrapper, so none outlives it, also after an error."""
+    forget_after_sampling is an OUTER_SAMPLE wrapper, so none outlives it, also after an error. It also notes
+    the latent's size, so that a call on part of it (an area prompt) is told apart.
+
+    The tensors are made in APPLY_MODEL wrappers, which run outside a torch.compile'd UNet (the core
+    TorchCompileModel node compiles diffusion_model): made inside, from a window's frame numbers, they would
+    make it compile again for every window."""
     def __init__(self):
         self.cache = {}
+        self.latent_size = None
 
-    def forget_after_sampling(self, executor, *args, **kwargs):
+    def forget_after_sampling(self, executor, noise, *args, **kwargs):
+        self.latent_size = tuple(noise.shape[-2:])
         try:
-            return executor(*args, **kwargs)
+            return executor(noise, *args, **kwargs)
         finally:
-            self.cache = {}
+            self.cache, self.latent_size = {}, None
+
+    def check_whole_latent(self, x: torch.Tensor, what: str):
+        """ComfyUI hands the model only an area prompt's part of the latent, without saying where it lies."""
+        if self.latent_size is not None and tuple(x.shape[-2:]) != self.latent_size:
+            (h, w), (height, width) = x.shape[-2:], self.latent_size
+            raise AnimateDiffError(f"{what} cannot be placed in an area prompt (ConditioningSetArea): ComfyUI gives "
+                                   f"the model only the area's {w}×{h} of the {width}×{height} latent, not where it "
+                                   "lies. Use a masked prompt (ConditioningSetMask) for regional prompts instead.")

@@ -1,15 +1,17 @@
 """How much of its change each motion layer keeps: `effect`, optionally times a mask that says where (and, one
 mask per frame, when). 0 keeps the layer's input, 1 the motion module's output, between them a blend.
 
-A mask is resized to each layer's resolution when the layer runs (each cell takes the mean of the pixels it
-covers); with context windows each window takes the masks of its own frames (from ad_params, which this
-pack's windows set, or the core node's context_window).
+For each UNet call an APPLY_MODEL wrapper makes the call's maps at the latent's size (each cell the mean of the
+mask pixels it covers; with context windows, the masks of the window's frames, from ad_params, which this
+pack's windows set, or the core node's context_window), and each motion layer resizes them to its own size.
 """
 import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
-from .calls import SamplingCache, call_frames
+from .calls import SamplingCache, call_frames, call_options, frames_in_call, with_call_options
+
+MAPS = "animatediff_effect_maps"  # the call's maps, in its transformer_options
 
 
 class MotionEffect(SamplingCache):
@@ -19,7 +21,7 @@ class MotionEffect(SamplingCache):
             raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
                                    f"shape {tuple(mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
                                    f"an image converted to a mask).")
-        super().__init__()  # its cache: the resized weights on the device, per layer size and window
+        super().__init__()  # its cache: the maps made on the device, per window
         self.strength = float(strength)
         self.mask = mask
 
@@ -33,17 +35,32 @@ class MotionEffect(SamplingCache):
         """The motion module need not run at all."""
         return self.strength == 0
 
-    def weights(self, x: torch.Tensor, frames: int, transformer_options: dict) -> float | torch.Tensor:
-        """The blend weight for a ((videos frames), c, h, w) batch: a number, or one map per batch entry."""
-        if self.mask is None:
-            return self.strength
+    def maps(self, x: torch.Tensor, frames: int, transformer_options: dict) -> torch.Tensor:
+        """(videos · frames, 1, h, w) for a call's latent x: each of its frames' mask times strength."""
         indices = [0] if len(self.mask) == 1 else self._frame_indices(frames, transformer_options)
-        key = (tuple(indices), x.shape[0] // len(indices), *x.shape[-2:], x.device, x.dtype)
+        key = (tuple(indices), x.shape[0] // len(indices), *x.shape[-2:], x.device)
         if key not in self.cache:
             masks = self.mask[indices][:, None].to(x.device, torch.float32)
             resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
-            self.cache[key] = (resized * self.strength).to(x.dtype).repeat(key[1], 1, 1, 1)
+            self.cache[key] = (resized * self.strength).repeat(key[1], 1, 1, 1)
         return self.cache[key]
+
+    def for_call(self, executor, x, *args, **kwargs):
+        """APPLY_MODEL wrapper: the call's maps go to the motion layers in its transformer_options."""
+        self.check_whole_latent(x, "effect_mask")
+        options = call_options(args, kwargs)
+        maps = self.maps(x, frames_in_call(x, options), options)
+        args, kwargs = with_call_options(args, kwargs, {**options, MAPS: maps})
+        return executor(x, *args, **kwargs)
+
+    def weights(self, x: torch.Tensor, transformer_options: dict) -> float | torch.Tensor:
+        """The blend weight for a motion layer's input x: a number, or the call's maps at x's size."""
+        if self.mask is None:
+            return self.strength
+        maps = transformer_options[MAPS]
+        if maps.shape[-2:] != x.shape[-2:]:
+            maps = F.interpolate(maps, size=tuple(x.shape[-2:]), mode="area")
+        return maps.to(x.dtype)
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
         """The video frames this call holds; the mask batch must have one mask for each frame of the video."""

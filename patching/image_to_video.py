@@ -4,7 +4,7 @@ import comfy.utils
 import torch
 
 from ..motion_module.image_encoder import ImageEncoder
-from .calls import SamplingCache, call_options, frames_in_call
+from .calls import SamplingCache, call_options, compute_dtype, frames_in_call, with_call_options
 from .motion import KEY
 from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
 
@@ -32,17 +32,14 @@ class ReferenceImage(SamplingCache):
         return self.cache[key]
 
     def add_to_call(self, executor, x, *args, **kwargs):
-        """DIFFUSION_MODEL wrapper: the call's transformer_options carry the features to the motion layers."""
+        """APPLY_MODEL wrapper: the call's transformer_options carry the features to the motion layers."""
+        self.check_whole_latent(x, "AnimateDiff_AnimateLCMI2VImage's picture")
         options = call_options(args, kwargs)
         frames = frames_in_call(x, options)
         videos = x.shape[0] // frames
-        per_frame = self.features(frames, *x.shape[-2:], x.device, x.dtype)
+        per_frame = self.features(frames, *x.shape[-2:], x.device, compute_dtype(executor))
         ours = {**options.get(KEY, {}), "image_features": {k: f.repeat(videos, 1, 1, 1) for k, f in per_frame.items()}}
-        options = {**options, KEY: ours}
-        if len(args) > 4:
-            args = (*args[:4], options, *args[5:])
-        else:
-            kwargs["transformer_options"] = options
+        args, kwargs = with_call_options(args, kwargs, {**options, KEY: ours})
         return executor(x, *args, **kwargs)
 
 
@@ -54,5 +51,5 @@ def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     reference = ReferenceImage(encoder, model.model.latent_format.process_in(one_picture(latent, node).float()),
                                float(motion_strength), motion.spec.modules_per_down_block)
     # a second image node replaces the first
-    return with_wrappers(model, I2V_KEY, {WRAPPERS.DIFFUSION_MODEL: reference.add_to_call,
+    return with_wrappers(model, I2V_KEY, {WRAPPERS.APPLY_MODEL: reference.add_to_call,
                                           WRAPPERS.OUTER_SAMPLE: reference.forget_after_sampling})

@@ -84,15 +84,16 @@ class MotionLayer(torch.nn.Module):
         # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options;
         # an override may call a kernel that ignores masks (SageAttention does), so then no masked packed rows.
         override = transformer_options.get("optimized_attention_override") is not None
+        before = x
         image_features = options.get("image_features")  # AnimateLCM-I2V's, before a down block's last module
         if image_features and self.name in image_features:
             x = x + image_features[self.name]
-        effect = options.get("effect")
+        effect = options.get("effect")  # scales all the layer changes, the picture's features included
         if effect is not None and effect.keeps_input:
-            return x
+            return before
         out = module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
                      pack_sequences=not override)
-        return out if effect is None else blend(x, out, effect.weights(x, frames, transformer_options))
+        return out if effect is None else blend(before, out, effect.weights(before, transformer_options))
 
 
 def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwargs):
@@ -307,6 +308,9 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     if joint_norms is not None:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule, motion.spec)
-    if effect is not None and effect.mask is not None:  # after with_beta_schedule, which clears KEY's
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, effect.forget_after_sampling)
+    wrappers = comfy.patcher_extension.WrappersMP
+    patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's effect_mask
+    if effect is not None and effect.mask is not None:  # after with_beta_schedule, which clears KEY's OUTER_SAMPLE
+        patched.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, effect.for_call)
+        patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, effect.forget_after_sampling)
     return patched

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 from ..sampling.pia import affinity
-from .calls import SamplingCache, call_frames, call_options, frames_in_call
+from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call
 from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
 
 PIA_KEY = "animatediff_pia"
@@ -40,14 +40,15 @@ class PictureCondition(SamplingCache):
         return self.cache[key]
 
     def for_call(self, executor, x, *args, **kwargs):
-        """DIFFUSION_MODEL wrapper: which frames of the video this call holds, so the hook adds theirs."""
+        """APPLY_MODEL wrapper: which frames of the video this call holds, so the hook adds theirs."""
+        self.check_whole_latent(x, "AnimateDiff_PIAImage's picture")
         options = call_options(args, kwargs)
         count = frames_in_call(x, options)
         frames, length = call_frames(options, count)
         if length is not None and self.picture_frame >= length:
             raise AnimateDiffError(f"AnimateDiff_PIAImage: picture_frame={self.picture_frame}, but the video has "
                                    f"{length} frames (0 to {length - 1}). Choose a frame of the video.")
-        self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, x.dtype)
+        self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, compute_dtype(executor))
         try:
             return executor(x, *args, **kwargs)
         finally:
@@ -77,6 +78,6 @@ def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):
     condition = PictureCondition(conv_in, model.model.latent_format.process_in(one_picture(latent, node).float()),
                                  preset, int(picture_frame))
     # a second picture node replaces the first
-    return with_wrappers(model, PIA_KEY, {WRAPPERS.DIFFUSION_MODEL: condition.for_call,
+    return with_wrappers(model, PIA_KEY, {WRAPPERS.APPLY_MODEL: condition.for_call,
                                           WRAPPERS.OUTER_SAMPLE: condition.forget_after_sampling},
                          comfy.model_patcher.PatcherInjection(condition.inject, condition.eject))

@@ -54,6 +54,29 @@ def test_compiled_sampling_matches_eager_with_no_break_in_the_motion_modules(bas
     assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
 
 
+def test_in_context_windows_an_effect_mask_and_pia_do_not_recompile_per_window(base, motion, fixtures_dir):
+    """Their per-window tensors are made outside the compiled UNet: one graph serves every window."""
+    from animatediff.nodes.context import ContextWindows
+    from animatediff.nodes.image_to_video import PIAImage
+    from animatediff.nodes.motion import ApplyMotionModule
+    from animatediff.patching.motion import load_motion_model_file
+    pia = load_motion_model_file(fixtures_dir / "small" / "mm_pia.ckpt", "mm_pia.ckpt")
+    picture = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+    masked = ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect", 0.7, torch.rand(24, 64, 64))[0]
+    with_picture = PIAImage().apply(ApplyMotionModule().apply(base, pia, None, 1.0, "autoselect")[0], picture,
+                                    "moderate motion", 2)[0]
+    for model in (masked, with_picture):
+        torch._dynamo.reset()
+        eager = spatial_attention_as_on_a_gpu(ContextWindows().apply(model, 8, 2, "uniform_standard", "pyramid", 1,
+                                                                     False)[0])
+        compiled = eager.clone()
+        backend = CapturingBackend()
+        set_torch_compile_wrapper(model=compiled, backend=backend)
+        torch.testing.assert_close(ksample(compiled, frames=24, steps=2), ksample(eager, frames=24, steps=2),
+                                   rtol=1e-5, atol=1e-5)
+        assert len(backend.graphs) == 1 and backend.motion_ops() > 0
+
+
 def test_benchmark_row_with_the_module_blocks_compiled_matches_eager_and_puts_the_blocks_back(base, motion):
     """scripts/bench_compiled.py's row for GPUs (the module's transformer blocks compiled, the image model eager),
     here in the packed layout a GPU runs, with a backend that runs the captured graphs as they are."""

@@ -7,11 +7,11 @@ import pytest
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
 
-from comfy_env import ksample, unet_state
+from comfy_env import conditioning, ksample, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.motion import ApplyMotionModule
-from animatediff.patching.effect import MotionEffect
+from animatediff.patching.effect import MAPS, MotionEffect
 from animatediff.patching.motion import MotionLayer
 
 KEY = "up_blocks.2.motion_modules.2"  # in output_blocks[8], right before its Upsample
@@ -79,19 +79,19 @@ def test_a_mask_per_frame_reaches_each_windows_frames_in_both_cfg_halves(base, m
         assert (r["handed_on"] - expected).abs().max() <= 1e-6 * expected.abs().max()
 
 
-def test_in_a_core_context_window_the_weights_are_its_frames_masks():
+def test_in_a_core_context_window_the_maps_are_its_frames_masks():
     """ComfyUI 0.3.75's own windows fail on SD1.5 batches before any model runs (their step lookup compares the
     schedule with one timestep per frame), so the window a newer ComfyUI would pass is given here directly."""
     values = torch.linspace(0, 1, 24)
     effect = MotionEffect(0.5, values.view(-1, 1, 1).expand(-1, 32, 32).clone())
     x = torch.zeros(2 * 4, 3, 2, 2)  # cond and uncond of a 4-frame window
     window = comfy.context_windows.IndexListContextWindow([20, 21, 22, 23])
-    weights = effect.weights(x, 4, {"context_window": window})
+    maps = effect.maps(x, 4, {"context_window": window})
     expected = (0.5 * values[[20, 21, 22, 23]]).repeat(2).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
-    assert torch.allclose(weights, expected, rtol=1e-5, atol=0)  # a float32 mean of 256 equal pixels
+    assert torch.allclose(maps, expected, rtol=1e-5, atol=0)  # a float32 mean of 256 equal pixels
     window = comfy.context_windows.IndexListContextWindow([22, 23, 24, 25])
     with pytest.raises(AnimateDiffError, match="24 masks for a video of at least 26 frames"):
-        effect.weights(x, 4, {"context_window": window})
+        effect.maps(x, 4, {"context_window": window})
 
 
 def test_a_mask_limits_motion_to_its_white_area(base, motion):
@@ -107,7 +107,7 @@ def test_a_mask_limits_motion_to_its_white_area(base, motion):
     assert (r["after"][..., 4:] - r["before"][..., 4:]).abs().max() > 1e-3
 
 
-def test_the_resized_masks_are_made_once_per_layer_size_and_window_and_not_kept_after_sampling(base, motion):
+def test_the_maps_are_made_once_per_window_and_not_kept_after_sampling(base, motion):
     model = ContextWindows().apply(animated(base, motion, 0.8, torch.rand(24, 64, 64)), 16, 4, "uniform_standard",
                                    "pyramid", 1, False)[0]
     effect, made = model.model_options["transformer_options"]["animatediff"]["effect"], []
@@ -117,8 +117,8 @@ def test_the_resized_masks_are_made_once_per_layer_size_and_window_and_not_kept_
         return executor(x, *args, **kwargs)
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", during)
     ksample(model, frames=24, steps=2)
-    for i, (_, cached) in enumerate(made):  # 4 layer sizes per window, made in the window's first call
-        assert cached == 4 * len({window for window, _ in made[:i]})
+    for i, (_, cached) in enumerate(made):  # made in the window's first call, before the UNet runs
+        assert cached == len({window for window, _ in made[:i + 1]})
     assert len(made) > len({window for window, _ in made})  # some windows ran again and found theirs
     assert effect.cache == {}
 
@@ -148,7 +148,33 @@ def test_a_mask_that_is_not_a_mask_is_refused_when_applied(base, motion):
 def test_each_cell_takes_the_mean_of_the_mask_pixels_it_covers():
     stripes = torch.zeros(1, 128, 128)
     stripes[..., 0::8] = stripes[..., 1::8] = stripes[..., 2::8] = 1  # 3 of every 8 columns white
-    weights = MotionEffect(0.8, stripes).weights(torch.zeros(2, 3, 16, 16), 2, {})
-    assert torch.equal(weights, torch.full((2, 1, 16, 16), 0.8 * 3 / 8))
-    coarse = MotionEffect(1.0, stripes).weights(torch.zeros(1, 3, 4, 4), 1, {})
-    assert torch.equal(coarse, torch.full((1, 1, 4, 4), 3 / 8))
+    effect = MotionEffect(0.8, stripes)
+    maps = effect.maps(torch.zeros(2, 4, 16, 16), 2, {})  # a call's latent
+    assert torch.equal(maps, torch.full((2, 1, 16, 16), 0.8 * 3 / 8))
+    layer = effect.weights(torch.zeros(2, 3, 4, 4, dtype=torch.float16), {MAPS: maps})  # a deeper layer's input
+    assert torch.equal(layer, torch.full((2, 1, 4, 4), 0.8 * 3 / 8, dtype=torch.float16))
+
+
+def area_prompt():
+    """A positive prompt with a second prompt on the video's lower-right quarter (ConditioningSetArea)."""
+    import nodes
+    corner = nodes.ConditioningSetArea().append(conditioning(21), 32, 32, 32, 32, 1.0)[0]
+    return nodes.ConditioningCombine().combine(conditioning(11), corner)[0]
+
+
+def test_an_area_prompt_is_refused_where_the_mask_could_not_be_placed(base, motion):
+    with pytest.raises(AnimateDiffError, match="effect_mask cannot be placed in an area prompt .* only the area's "
+                                               "4×4 of the 8×8 latent"):
+        ksample(animated(base, motion, 1.0, torch.ones(64, 64)), steps=1, positive=area_prompt())
+    no_mask = ksample(animated(base, motion, 0.5), steps=1, positive=area_prompt())  # a number needs no place
+    assert torch.isfinite(no_mask).all()
+
+
+def test_effect_0_is_the_image_model_also_with_animatelcm_i2vs_picture(base, fixtures_dir):
+    """The picture's features are part of what the motion layers change, so effect scales them too."""
+    from animatediff.nodes.image_to_video import AnimateLCMI2VImage
+    from animatediff.patching.motion import load_motion_model_file
+    i2v = load_motion_model_file(fixtures_dir / "small" / "mm_animatelcm_i2v.safetensors", "i2v")
+    picture = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+    still = ApplyMotionModule().apply(base, i2v, None, 1.0, "use_existing", 0.0)[0]
+    assert torch.equal(ksample(AnimateLCMI2VImage().apply(still, picture, 0.8)[0], seed=4), ksample(base, seed=4))

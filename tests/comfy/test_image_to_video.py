@@ -98,7 +98,7 @@ def test_the_image_steers_windowed_sampling_repeatably_and_a_second_node_replace
     with_image = AnimateLCMI2VImage().apply(windowed, picture(seed=5), 0.8)[0]
     guided = run(with_image)
     assert torch.isfinite(guided).all() and torch.equal(guided, run(with_image))
-    (reference,) = with_image.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "animatediff_i2v")
+    (reference,) = with_image.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "animatediff_i2v")
     assert reference.__self__.cache == {}  # the features are not held past sampling
     plain = run(windowed)
     assert (guided - plain).abs().max() > 1e-2 * plain.abs().max()

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfy_env import ksample, tiny_sd15, unet_state
+from comfy_env import conditioning, ksample, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
 from animatediff.nodes.context import ContextWindows
@@ -153,6 +153,7 @@ def test_pia_normalises_over_frames_as_v1_and_leaves_the_base_clean(base, pia):
 
 
 def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
+    import nodes
     with pytest.raises(AnimateDiffError, match="needs a model from AnimateDiff_ApplyMotionModule with PIA's motion "
                                                "module.*this model has an AnimateDiff v2 one"):
         PIAImage().apply(ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect")[0], picture(),
@@ -163,6 +164,10 @@ def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
         animating(base, pia, image=picture(batch=2))
     with pytest.raises(AnimateDiffError, match=r"picture_frame=16, but the video has 16 frames \(0 to 15\)"):
         ksample(animating(base, pia, frame=16), steps=1)
+    corner = nodes.ConditioningSetArea().append(conditioning(21), 32, 32, 32, 32, 1.0)[0]
+    with pytest.raises(AnimateDiffError, match="AnimateDiff_PIAImage's picture cannot be placed in an area prompt"):
+        ksample(animating(base, pia), steps=1,
+                positive=nodes.ConditioningCombine().combine(conditioning(11), corner)[0])
     inpainting = tiny_sd15(in_channels=9)
     with pytest.raises(AnimateDiffError, match="takes the 4 latent channels, but this model's takes 9"):
         ApplyMotionModule().apply(inpainting, pia, None, 1.0, "autoselect")
