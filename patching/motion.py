@@ -3,11 +3,12 @@
 - injections insert one MotionLayer per placement into the UNet's blocks when ComfyUI patches the clone,
   and take them out when it unpatches it (ComfyUI ejects around every weight load and unload);
 - a forward_timestep_embed patch runs those layers with the call's transformer_options;
-- for v1 modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video, and
-  a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
+- for v1 and PIA modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video,
+  and a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
-  starts that no node placed after this one replaced it.
+  starts that no node placed after this one replaced it;
+- an effect_mask's maps are made per call by an APPLY_MODEL wrapper (patching/effect.py).
 """
 import functools
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwarg
 
 
 class JointGroupNorms:
-    """v1 normalises the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes how
+    """v1 (and PIA) normalise the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes how
     many frames the current call holds, and forward hooks regroup each norm's input around it.
 
     A plain attribute, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
