@@ -102,8 +102,8 @@ def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwarg
 
 
 class JointGroupNorms:
-    """v1 (and PIA) normalise the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes how
-    many frames the current call holds, and forward hooks regroup each norm's input around it.
+    """v1 (and PIA) normalise the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes
+    how many frames the current call holds, and forward hooks regroup each norm's input around it.
 
     A plain attribute, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
     writes, so the UNet's body stays one graph; ComfyUI runs one UNet call at a time.
