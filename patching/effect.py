@@ -57,7 +57,10 @@ class MotionEffect(SamplingCache):
         """The blend weight for a motion layer's input x: a number, or the call's maps at x's size."""
         if self.mask is None:
             return self.strength
-        maps = transformer_options[MAPS]
+        maps = transformer_options.get(MAPS)
+        if maps is None:
+            raise AnimateDiffError("effect_mask's maps are made when ComfyUI's model runs (BaseModel.apply_model); "
+                                   "this UNet call came another way. Sample with a ComfyUI sampler node.")
         if maps.shape[-2:] != x.shape[-2:]:
             maps = F.interpolate(maps, size=tuple(x.shape[-2:]), mode="area")
         return maps.to(x.dtype)
