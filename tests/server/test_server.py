@@ -60,6 +60,31 @@ def saved_frames(server, entry):
         return webp.n_frames
 
 
+# model, image and video names: the files the examples name are not on the test server
+FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin", ".png", ".jpg", ".webp", ".gif", ".mp4")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
+def test_every_example_workflows_widget_values_fit_their_inputs(server, name):
+    """What the editor would queue as shipped (the other tests adapt sizes and files first)."""
+    info = server.get("/object_info")
+    kinds = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
+    for node in ui_to_api(json.loads((WORKFLOWS / name).read_text()), info).values():
+        specs = {**info[node["class_type"]]["input"].get("required", {}),
+                 **info[node["class_type"]]["input"].get("optional", {})}
+        for input_name, value in node["inputs"].items():
+            kind, options = specs[input_name][0], (specs[input_name][1] if len(specs[input_name]) > 1 else {})
+            where = f"{node['class_type']}.{input_name} = {value!r}"
+            if isinstance(value, list):  # a link
+                continue
+            if isinstance(kind, list):
+                assert value in kind or str(value).endswith(FILE_SUFFIXES), where
+            elif kind in kinds:
+                assert isinstance(value, kinds[kind]) and not (kind != "BOOLEAN" and isinstance(value, bool)), where
+                if kind in ("INT", "FLOAT"):
+                    assert options.get("min", value) <= value <= options.get("max", value), where
+
+
 def test_example_workflow_makes_a_16_frame_animation(server):
     entry = server.run(small_txt2vid(server))
     assert execution_error(entry) is None, execution_error(entry)
