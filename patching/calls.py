@@ -67,4 +67,5 @@ class SamplingCache:
             (h, w), (height, width) = x.shape[-2:], self.latent_size
             raise AnimateDiffError(f"{what} cannot be placed in an area prompt (ConditioningSetArea): ComfyUI gives "
                                    f"the model only the area's {w}×{h} of the {width}×{height} latent, not where it "
-                                   "lies. Use a masked prompt (ConditioningSetMask) for regional prompts instead.")
+                                   "lies. For regional prompts use a masked prompt (ConditioningSetMask) with "
+                                   "set_cond_area on default: its mask bounds, too, crop the latent.")
