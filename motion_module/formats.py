@@ -30,10 +30,17 @@ MOTION_KEY = re.compile(r"^(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?motion
 PE_SUFFIX = ".attention_blocks.0.pos_encoder.pe"
 
 
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # ComfyUI lists and reads both
+
+
+def is_safetensors(path: Path) -> bool:
+    return path.suffix.lower() in SAFETENSORS_SUFFIXES
+
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """All tensors of a .safetensors or .ckpt file; a pickle that holds anything but tensors is refused."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         try:
             tensors = safetensors.torch.load_file(str(path))
         except (safetensors.SafetensorError, OSError, ValueError) as e:
@@ -233,6 +240,8 @@ def is_finite(tensor: torch.Tensor) -> bool:
     isfinite().all() writes a mask as large as the tensor (3-7x slower on a CPU)."""
     if tensor.numel() == 0:
         return True
+    if tensor.element_size() == 1:  # fp8 has no aminmax kernel; fp16 holds all its values, infinities included
+        tensor = tensor.to(torch.float16)
     low, high = torch.aminmax(tensor)
     return bool(low.isfinite() & high.isfinite())
 

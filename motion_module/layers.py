@@ -44,6 +44,19 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_positions(max_len, channels))
 
 
+# CUDA's attention kernels put the heads on a grid axis of at most 65535 blocks; the strided layout has
+# h·w·8 of them (73,728 at 768×768), so larger calls go in slices of heads.
+KERNEL_HEADS = 65535
+
+
+def attend(attention, q, k, v, mask, transformer_options) -> torch.Tensor:
+    """b h L e, from (b, h, L, e) queries, keys and values."""
+    out = attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True,
+                    transformer_options=transformer_options)
+    # ComfyUI's attention_pytorch gives b L (h e) when it splits a large batch
+    return out if out.ndim == 4 else out.view(out.shape[0], out.shape[1], q.shape[1], -1).transpose(1, 2)
+
+
 class TemporalSelfAttention(nn.Module):
     """Self-attention along the frame axis; the positional table is added to its input."""
 
@@ -63,13 +76,10 @@ class TemporalSelfAttention(nn.Module):
             # sharpens (> 1) or flattens (< 1) the softmax over frames
             q = q * motion_scale
         q, k, v = (sequences.split_heads(t) for t in (q, self.to_k(x), self.to_v(x)))
-        out = attention(q, k, v, q.shape[1], mask=sequences.mask, skip_reshape=True, skip_output_reshape=True,
-                        transformer_options=transformer_options)
-        # b h L e; ComfyUI's attention_pytorch gives b L (h e) when it splits a large batch, the same order once
-        # the heads move behind the tokens
-        if out.ndim == 4:
-            out = out.transpose(1, 2)
-        return self.to_out[0](out.reshape(x.shape))
+        parts = [attend(attention, *(t[:, i:i + KERNEL_HEADS] for t in (q, k, v)), sequences.mask,
+                        transformer_options) for i in range(0, q.shape[1], KERNEL_HEADS)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return self.to_out[0](out.transpose(1, 2).reshape(x.shape))  # b L h e, the tokens' order
 
 
 class GEGLUFeedForward(nn.Module):

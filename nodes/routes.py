@@ -5,6 +5,7 @@ GET /animatediff/motion_module_info?name=<file in models/animatediff_models>
 The front-end uses max_frames (the length of the module's positional table: 24 for v1, 32 for v2/v3) to warn
 before a run when a latent holds more frames than that and no context windows are on the model path.
 """
+import asyncio
 from pathlib import Path
 
 import folder_paths
@@ -14,9 +15,11 @@ from aiohttp import web
 
 from ..errors import AnimateDiffError
 from ..motion_module import detect_spec, read_state_dict
+from ..motion_module.formats import is_safetensors
 from .folders import MOTION_MODELS
 
-_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 _cache: dict[tuple[str, int, int], dict] = {}  # (path, size, mtime) → info; a replaced file is read again
 
 
@@ -24,7 +27,7 @@ def _header_only(path: Path) -> dict[str, torch.Tensor]:
     """A .safetensors file's keys as empty meta tensors of the right shape: detection needs no weights, and
     reading the header is instant where loading 900 MB is not. .ckpt files are memory-mapped by
     read_state_dict, so they are cheap too."""
-    if path.suffix != ".safetensors":
+    if not is_safetensors(path):
         return read_state_dict(path)
     tensors = {}
     with safetensors.safe_open(str(path), framework="pt") as f:
@@ -51,8 +54,8 @@ async def _motion_module_info(request: web.Request) -> web.Response:
     if name not in folder_paths.get_filename_list(MOTION_MODELS):  # only listed files: no path tricks
         return web.json_response({"name": name, "error": f"{name!r} is not in models/{MOTION_MODELS}."},
                                  status=404)
-    try:
-        return web.json_response(motion_module_info(name))
+    try:  # in a thread: reading an old-style .ckpt takes a while, and the server must keep serving meanwhile
+        return web.json_response(await asyncio.to_thread(motion_module_info, name))
     except (AnimateDiffError, OSError, safetensors.SafetensorError) as e:
         return web.json_response({"name": name, "error": str(e)}, status=400)
 

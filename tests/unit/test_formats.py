@@ -230,3 +230,24 @@ def test_a_full_size_pia_file_has_the_released_parameter_count(fixtures_dir):
     assert model.spec.version == MotionVersion.PIA
     assert sum(p.numel() for p in model.parameters()) == 417_137_600 + 320 * 9 * 3 * 3 + 320
     assert tuple(model.conv_in.weight.shape) == (320, 9, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["mm.sft", "mm.SAFETENSORS"])
+def test_safetensors_files_by_any_name_comfyui_lists_are_read_as_safetensors(fixtures_dir, tmp_path, name):
+    (tmp_path / name).write_bytes((fixtures_dir / "small" / "mm_v2.safetensors").read_bytes())
+    assert detect_spec(read_state_dict(tmp_path / name)).version == "v2"
+
+
+def test_fp8_weights_load_and_are_checked(fixtures_dir, tmp_path):
+    """ComfyUI's --fp8_e4m3fn-unet asks for fp8 weights; a file may also be stored in fp8."""
+    path = fixtures_dir / "small" / "mm_v2.safetensors"
+    fp8 = load_motion_model(path, dtype=torch.float8_e4m3fn)
+    assert next(fp8.parameters()).dtype == torch.float8_e4m3fn
+    stored = {k: v.to(torch.float8_e4m3fn) for k, v in read_state_dict(path).items()}
+    safetensors.torch.save_file(stored, tmp_path / "fp8.safetensors")
+    assert load_motion_model(tmp_path / "fp8.safetensors", dtype=torch.float32).spec.version == "v2"
+    broken = {**stored, "mid_block.motion_modules.0.temporal_transformer.norm.bias": torch.full((128,), float("nan"))
+              .to(torch.float8_e4m3fn)}
+    safetensors.torch.save_file(broken, tmp_path / "broken.safetensors")
+    with pytest.raises(ModelFileError, match="NaN or infinite values"):
+        load_motion_model(tmp_path / "broken.safetensors")

@@ -92,6 +92,26 @@ def test_attention_that_returns_the_tokens_layout_gives_the_same_numbers(fixture
     assert (model.down_blocks[0].motion_modules[1](x, 16, tokens_layout) - expected).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_more_heads_than_a_cuda_kernel_takes_go_in_slices(fixtures_dir, monkeypatch, layout):
+    """The strided layout has h·w·8 heads (73,728 at 768×768, over CUDA's 65,535); here a limit of 100 makes
+    this 13×5 call (520 heads strided) run in 6 slices, with the reference's numbers; the packed layout has
+    8 heads and runs whole."""
+    calls = []
+
+    def counting(q, k, v, heads, mask=None, **kwargs):
+        calls.append(heads)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    monkeypatch.setattr(layers, "sequences_for", LAYOUTS[layout])
+    monkeypatch.setattr(layers, "KERNEL_HEADS", 100)
+    model, sd = small_model(fixtures_dir, "v2")
+    x = torch.randn(16, 32, 13, 5)
+    expected = reference.motion_module(sd, "down_blocks.0.motion_modules.1", x, 16)
+    assert (model.down_blocks[0].motion_modules[1](x, 16, counting) - expected).abs().max() <= 1e-5
+    slices = [100] * 5 + [20] if "strided" in layout else [8]
+    assert calls == slices * 2  # both attentions of the module
+
+
 def test_motion_scale_one_is_the_original_and_other_scales_change_the_output(fixtures_dir):
     model, sd = small_model(fixtures_dir, "v3")
     module = model.up_blocks[3].motion_modules[2]
