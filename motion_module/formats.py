@@ -31,6 +31,8 @@ PE_SUFFIX = ".attention_blocks.0.pos_encoder.pe"
 
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # ComfyUI lists and reads both
+# CameraCtrl's training saves its two parts apart (its pruned release has them in one flat dictionary)
+CAMERACTRL_PARTS = ("pose_encoder_state_dict", "attention_processor_state_dict")
 
 
 def is_safetensors(path: Path) -> bool:
@@ -67,6 +69,8 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
                         and isinstance(loaded.get(key), dict)), None)
         if wrapped:
             loaded = loaded[wrapped]
+        if isinstance(loaded, dict) and all(isinstance(loaded.get(k), dict) for k in CAMERACTRL_PARTS):
+            loaded = {k: v for part in CAMERACTRL_PARTS for k, v in loaded[part].items()}
         if not isinstance(loaded, dict):
             raise ModelFileError(path, f"holds a {type(loaded).__name__}, not a dictionary of weights.")
         # v3-era files carry a non-tensor `animatediff_config` entry: configuration, not weights.
@@ -80,6 +84,9 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
     """Names the kind of model file this is when it is not an AnimateDiff motion module."""
     def has(part):
         return any(part in k for k in keys)
+    if has("qkv_merge.") and has("encoder_conv_in."):
+        return ("a CameraCtrl model, not a motion module",
+                "Load it with AnimateDiff_LoadCameraCtrl, beside v3_sd15_mm.ckpt in Load Motion Module.")
     if has("temporal_attentions.") and has("positional_encoding"):
         return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
                 "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
@@ -257,6 +264,11 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
     check_layout(_described(spec), _file_shapes(spec, model.shapes()), original, path)
+    return model.take_weights(checked_weights(original, dtype, path))
+
+
+def checked_weights(original: dict[str, torch.Tensor], dtype: torch.dtype | None, path) -> dict[str, torch.Tensor]:
+    """The file's tensors cast to `dtype` (when given), refused when any is NaN or infinite, or becomes so."""
     state_dict = {k: v.to(dtype) for k, v in original.items()} if dtype is not None else original
     # Only a narrowing cast can overflow; otherwise the original tensors, never wider, are the ones to read.
     checked = {k: state_dict[k] if _narrows(v.dtype, state_dict[k].dtype) else v for k, v in original.items()}
@@ -268,4 +280,4 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     if broken:
         raise ModelFileError(path, f"has NaN or infinite values (e.g. in `{broken}`).",
                              "The file is damaged, or was saved from a training run that diverged.")
-    return model.take_weights(state_dict)
+    return state_dict

@@ -7,6 +7,7 @@ ComfyUI's attention_pytorch inside ComfyUI, which honours users' attention overr
 """
 import functools
 import math
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -68,9 +69,12 @@ class TemporalSelfAttention(nn.Module):
         self.to_out = nn.ModuleList([ops.Linear(channels, channels), nn.Dropout(0.0)])
         self.pos_encoder = PositionalEncoding(channels, max_len)
 
-    def forward(self, x, sequences, attention, motion_scale: float, transformer_options: dict):
+    def forward(self, x, sequences, attention, motion_scale: float, transformer_options: dict, pose=None):
+        """`pose`: CameraCtrl's PoseMerge, which folds the camera into the tokens after the positions."""
         table = self.pos_encoder.pe[:, :sequences.frames].to(device=x.device, dtype=x.dtype)
         x = sequences.add_positions(x, table)
+        if pose is not None:
+            x = pose(x)
         q = self.to_q(x)
         if motion_scale != 1.0:
             # sharpens (> 1) or flattens (< 1) the softmax over frames
@@ -111,10 +115,31 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = GEGLUFeedForward(channels, ops)
         self.ff_norm = ops.LayerNorm(channels)
 
-    def forward(self, x, sequences, attention, motion_scale, transformer_options):
-        for attn, norm in zip(self.attention_blocks, self.norms):
-            x = x + attn(norm(x), sequences, attention, motion_scale, transformer_options)
+    def forward(self, x, sequences, attention, motion_scale, transformer_options, pose=None):
+        for index, (attn, norm) in enumerate(zip(self.attention_blocks, self.norms)):
+            # CameraCtrl conditions the first attention only
+            x = x + attn(norm(x), sequences, attention, motion_scale, transformer_options, pose if index == 0 else None)
         return x + self.ff(self.ff_norm(x))
+
+
+@dataclass(frozen=True)
+class CameraInput:
+    """What CameraCtrl gives one motion module: its qkv_merge layer, the pose feature of the module's UNet level
+    ((b f) c h w, as the module's input), and the strength."""
+    merge: nn.Module
+    feature: torch.Tensor
+    strength: float
+
+
+@dataclass(frozen=True)
+class PoseMerge:
+    """n' = n + s·qkv_merge(n + p) on the positioned tokens n, p the pose feature in the same token order."""
+    merge: nn.Module
+    tokens: torch.Tensor
+    strength: float
+
+    def __call__(self, n):
+        return n + self.strength * self.merge(n + self.tokens)
 
 
 class TemporalTransformer(nn.Module):
@@ -125,13 +150,16 @@ class TemporalTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, max_len, ops, attention_blocks)])
         self.proj_out = ops.Linear(channels, channels)
 
-    def forward(self, x, frames, attention, motion_scale, transformer_options, pack_sequences):
+    def forward(self, x, frames, attention, motion_scale, transformer_options, pack_sequences, camera=None):
         # packed rows stay apart only where the kernel applies their mask
         sequences = sequences_for(x, frames) if pack_sequences else StridedSequences(x, frames)
         h = self.norm(x)  # on (b f) c h w, so each frame is normalised on its own, as in the original
         h = self.proj_in(sequences.tokens(h))
+        pose = None
+        if camera is not None:
+            pose = PoseMerge(camera.merge, sequences.tokens(camera.feature.to(h)), camera.strength)
         for block in self.transformer_blocks:
-            h = block(h, sequences, attention, motion_scale, transformer_options)
+            h = block(h, sequences, attention, motion_scale, transformer_options, pose)
         return sequences.add_to(x, self.proj_out(h))
 
 
@@ -150,7 +178,9 @@ class MotionModule(nn.Module):
         return self.temporal_transformer.transformer_blocks[0].attention_blocks[0].pos_encoder.pe.shape[1]
 
     def forward(self, x, frames: int, attention=sdpa_attention, motion_scale: float = 1.0,
-                transformer_options: dict | None = None, pack_sequences: bool = True):
-        """`pack_sequences=False` when `attention` may ignore masks: then every row holds one sequence."""
+                transformer_options: dict | None = None, pack_sequences: bool = True,
+                camera: CameraInput | None = None):
+        """`pack_sequences=False` when `attention` may ignore masks: then every row holds one sequence. `camera`:
+        CameraCtrl's input for this module."""
         return self.temporal_transformer(x, frames, attention, motion_scale, transformer_options or {},
-                                         pack_sequences)
+                                         pack_sequences, camera)

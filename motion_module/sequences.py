@@ -59,6 +59,11 @@ class PackedSequences:
         h = h.view(-1, height, width, self.frames, channels).permute(0, 3, 4, 1, 2)
         return (residual.view(h.shape) + h).view(residual.shape)
 
+    def images(self, h, height, width):
+        """Tokens back to (b f) c h w."""
+        h = h.view(-1, height, width, self.frames, h.shape[-1]).permute(0, 3, 4, 1, 2)
+        return h.reshape(-1, *h.shape[2:])
+
 
 class StridedSequences:
     """Tokens (b f) (h w) c, as the UNet has them; each position's frames are a strided view, one sequence per
@@ -85,7 +90,10 @@ class StridedSequences:
 
     def add_to(self, residual, h):
         _, _, height, width = residual.shape
-        return residual + rearrange(h, "bf (h w) c -> bf c h w", h=height, w=width)
+        return residual + self.images(h, height, width)
+
+    def images(self, h, height, width):
+        return rearrange(h, "bf (h w) c -> bf c h w", h=height, w=width)
 
 
 def sequences_for(x: torch.Tensor, frames: int):

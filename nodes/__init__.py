@@ -1,3 +1,4 @@
+from .camera_ctrl import ApplyCameraCtrl, CameraMotion, LoadCameraCtrl, LoadCameraPoses
 from .context import ContextWindows
 from .free_init import FreeInit
 from .image_to_video import AnimateLCMI2VImage, PIAImage
@@ -23,6 +24,10 @@ NODE_CLASS_MAPPINGS = {
     "AnimateDiff_ApplySparseCtrl": ApplySparseCtrl,
     "AnimateDiff_AnimateLCMI2VImage": AnimateLCMI2VImage,
     "AnimateDiff_PIAImage": PIAImage,
+    "AnimateDiff_LoadCameraCtrl": LoadCameraCtrl,
+    "AnimateDiff_LoadCameraPoses": LoadCameraPoses,
+    "AnimateDiff_CameraMotion": CameraMotion,
+    "AnimateDiff_ApplyCameraCtrl": ApplyCameraCtrl,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -40,4 +45,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AnimateDiff_ApplySparseCtrl": "Apply SparseCtrl (AnimateDiff)",
     "AnimateDiff_AnimateLCMI2VImage": "AnimateLCM-I2V Image (AnimateDiff)",
     "AnimateDiff_PIAImage": "PIA Image (AnimateDiff)",
+    "AnimateDiff_LoadCameraCtrl": "Load CameraCtrl (AnimateDiff)",
+    "AnimateDiff_LoadCameraPoses": "Load Camera Poses (AnimateDiff)",
+    "AnimateDiff_CameraMotion": "Camera Motion (AnimateDiff)",
+    "AnimateDiff_ApplyCameraCtrl": "Apply CameraCtrl (AnimateDiff)",
 }

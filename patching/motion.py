@@ -8,7 +8,8 @@
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
   starts that no node placed after this one replaced it;
-- an effect_mask's maps are made per call by an APPLY_MODEL wrapper (patching/effect.py).
+- an effect_mask's maps are made per call by an APPLY_MODEL wrapper (patching/effect.py), and so are
+  CameraCtrl's pose features (patching/camera_ctrl.py).
 """
 import functools
 from dataclasses import dataclass
@@ -92,8 +93,9 @@ class MotionLayer(torch.nn.Module):
         effect = options.get("effect")  # scales all the layer changes, the picture's features included
         if effect is not None and effect.keeps_input:
             return before
+        camera = options.get("camera")  # CameraCtrl's (patching/camera_ctrl.py)
         out = module(x, frames, attention_pytorch, options.get("motion_scale", 1.0), transformer_options,
-                     pack_sequences=not override)
+                     pack_sequences=not override, camera=camera and camera.for_module(self.name))
         return out if effect is None else blend(before, out, effect.weights(before, transformer_options))
 
 

@@ -142,6 +142,40 @@ def image_encoder_shapes(channels):
     return shapes
 
 
+def cameractrl_state_dict(channels=FULL_CHANNELS, seed=0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """CameraCtrl in the flat layout of CameraCtrl_pruned.safetensors: the pose encoder's 150 tensors, unprefixed,
+    then the 40 `qkv_merge` linears on attention_blocks.0 of v3's 20 motion modules (190 tensors; full size
+    218,224,000 parameters + 112,640 table values). The encoder's conv_in reads PixelUnshuffle(8) of the 6 Plücker
+    channels (384); per level, 2 residual blocks (1×1 in_conv where the width changes) each followed by a temporal
+    block that attends once, with a 16-row table."""
+    shapes = [("encoder_conv_in.weight", (channels[0], 384, 3, 3)), ("encoder_conv_in.bias", (channels[0],))]
+    for i, c in enumerate(channels):
+        for j in range(2):
+            conv, c_in = f"encoder_down_conv_blocks.{i}.{j}.", channels[i - 1] if i > 0 and j == 0 else c
+            if c_in != c:
+                shapes += [(conv + "in_conv.weight", (c, c_in, 1, 1)), (conv + "in_conv.bias", (c,))]
+            shapes += [(conv + "block1.weight", (c, c, 3, 3)), (conv + "block1.bias", (c,)),
+                       (conv + "block2.weight", (c, c, 1, 1)), (conv + "block2.bias", (c,))]
+            # a motion module's transformer block, attending once, minus the module's norm/proj_in/proj_out
+            shapes += [(f"encoder_down_attention_blocks.{i}.{j}." + k.removeprefix("transformer_blocks.0."),
+                        s or (1, 16, c)) for k, s in _module_shapes(c, attention_blocks=1)[4:-2]]
+    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
+    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
+    for prefix, c in modules:
+        merge = f"{prefix}.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.qkv_merge."
+        shapes += [(merge + "weight", (c, c)), (merge + "bias", (c,))]  # zero-initialised, but trained: non-zero
+    gen = torch.Generator().manual_seed(3000 + seed)
+    return {key: (sinusoidal_pe(16, shape[-1]) if key.endswith(".pe") else random_tensor(key, shape, gen)).to(dtype)
+            for key, shape in shapes}
+
+
+def cameractrl_original(sd: dict) -> dict:
+    """The original CameraCtrl.ckpt's training-checkpoint dict (plain types: torch.load(weights_only=True) reads it)."""
+    return {"epoch": 0, "global_step": 1000,
+            "pose_encoder_state_dict": {k: v for k, v in sd.items() if k.startswith("encoder")},
+            "attention_processor_state_dict": {k: v for k, v in sd.items() if "qkv_merge" in k}}
+
+
 def _resnet_shapes(c_in: int, c_out: int, temb: int):
     shapes = [("norm1.weight", (c_in,)), ("norm1.bias", (c_in,)), ("conv1.weight", (c_out, c_in, 3, 3)),
               ("conv1.bias", (c_out,)), ("time_emb_proj.weight", (c_out, temb)), ("time_emb_proj.bias", (c_out,)),
@@ -377,6 +411,10 @@ def fixture_jobs(small_only=False):
              ("small/sparsectrl_scribble.ckpt",
               lambda: sparse_ctrl_state_dict("scribble", SMALL_CHANNELS, seed=4, dtype=torch.float32),
               lambda sd: {"controlnet": sd})]
+    # CameraCtrl: the pruned flat file, and the original nested .ckpt (consecutive: one generation for both)
+    small_cameractrl = lambda: cameractrl_state_dict(SMALL_CHANNELS, dtype=torch.float32)
+    jobs += [("small/cameractrl.safetensors", small_cameractrl, None),
+             ("small/cameractrl.ckpt", small_cameractrl, cameractrl_original)]
     if not small_only:
         for v, wrap in (("v1", None), ("v2", in_state_dict), ("v3", with_config)):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
@@ -388,7 +426,8 @@ def fixture_jobs(small_only=False):
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),
                  ("v3_adapter.ckpt", domain_adapter_state_dict, None),
                  ("controlnet_sd15_random.safetensors", sd15_controlnet_state_dict, None),
-                 ("sparsectrl_rgb.safetensors", lambda: sparse_ctrl_state_dict("rgb"), None)]
+                 ("sparsectrl_rgb.safetensors", lambda: sparse_ctrl_state_dict("rgb"), None),
+                 ("cameractrl.safetensors", cameractrl_state_dict, None)]
     return jobs
 
 

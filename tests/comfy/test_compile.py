@@ -54,18 +54,24 @@ def test_compiled_sampling_matches_eager_with_no_break_in_the_motion_modules(bas
     assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
 
 
-def test_in_context_windows_an_effect_mask_and_pia_do_not_recompile_per_window(base, motion, fixtures_dir):
+def test_in_context_windows_an_effect_mask_pia_and_cameractrl_do_not_recompile_per_window(base, motion, fixtures_dir):
     """Their per-window tensors are made outside the compiled UNet: one graph serves every window."""
+    from animatediff.nodes.camera_ctrl import ApplyCameraCtrl
     from animatediff.nodes.context import ContextWindows
     from animatediff.nodes.image_to_video import PIAImage
     from animatediff.nodes.motion import ApplyMotionModule
+    from animatediff.patching.camera_ctrl import load_camera_ctrl_file
     from animatediff.patching.motion import load_motion_model_file
+    from animatediff.sampling.camera import camera_motion
+    camera = load_camera_ctrl_file(fixtures_dir / "small" / "cameractrl.safetensors", "cameractrl.safetensors")
     pia = load_motion_model_file(fixtures_dir / "small" / "mm_pia.ckpt", "mm_pia.ckpt")
     picture = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
     masked = ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect", 0.7, torch.rand(24, 64, 64))[0]
     with_picture = PIAImage().apply(ApplyMotionModule().apply(base, pia, None, 1.0, "autoselect")[0], picture,
                                     "moderate motion", 2)[0]
-    for model in (masked, with_picture):
+    with_camera = ApplyCameraCtrl().apply(ApplyMotionModule().apply(base, motion["v3"], None, 1.0, "autoselect")[0],
+                                          camera, camera_motion("pan left", 24), 1.0)[0]
+    for model in (masked, with_picture, with_camera):
         torch._dynamo.reset()
         eager = spatial_attention_as_on_a_gpu(ContextWindows().apply(model, 8, 2, "uniform_standard", "pyramid", 1,
                                                                      False)[0])

@@ -35,6 +35,7 @@ def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
 FIXTURE_NAMES = {  # widget -> the fixture file the test server has in place of the real model
     "ckpt_name": "sd15_random.safetensors", "adapter_name": "v3_adapter.ckpt",
     "control_net_name": "controlnet_sd15_random.safetensors", "sparse_ctrl_name": "sparsectrl_rgb.safetensors",
+    "cameractrl_name": "CameraCtrl_pruned.safetensors",
 }
 
 
@@ -153,6 +154,29 @@ def test_pia_example_animates_the_picture(server):
     next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_PIAImage")["inputs"]["picture_frame"] = 16
     error = execution_error(server.run(prompt))
     assert "picture_frame=16, but the video has 16 frames (0 to 15)" in error["exception_message"]
+
+
+def test_cameractrl_example_follows_a_generated_path_and_a_pose_file(server):
+    """The example as shipped (v3 with its adapter, a move then a turn; 2 of its 25 steps here) with a full-size
+    CameraCtrl; then a RealEstate10K pose file in place of the generated path, and too many frames."""
+    prompt = small_workflow(server, "cameractrl_txt2vid.json", frames=16, size=64, steps=2, motion="mm_v3.ckpt")
+    motions = [n["inputs"]["motion"] for n in prompt.values() if n["class_type"] == "AnimateDiff_CameraMotion"]
+    assert sorted(motions) == ["move forward", "pan left"]
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+    rows = [f"{f * 33366} 0.4748 0.8441 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 {-0.05 * f:.6f}" for f in range(16)]
+    (server.input_dir / "camera_path.txt").write_text("https://www.youtube.com/watch?v=example\n" + "\n".join(rows))
+    apply = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_ApplyCameraCtrl")
+    prompt["poses"] = {"class_type": "AnimateDiff_LoadCameraPoses",
+                       "inputs": {"pose_file": "camera_path.txt", "pose_width": 1280, "pose_height": 720}}
+    apply["inputs"]["camera_poses"] = ["poses", 0]
+    entry = server.run(prompt)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert saved_frames(server, entry) == 16
+    next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")["inputs"]["batch_size"] = 24
+    error = execution_error(server.run(prompt))
+    assert "at most 16 frames at a time, and this call has 24" in error["exception_message"]
 
 
 def test_the_http_recipe_in_the_docs_makes_an_animation(server, tmp_path, monkeypatch):

@@ -1,0 +1,127 @@
+"""Nodes for CameraCtrl: camera paths (from a RealEstate10K pose file, or generated), and the model that follows
+one (AnimateDiff v3)."""
+import hashlib
+import os
+
+import folder_paths
+
+from ..errors import AnimateDiffError
+from ..patching.camera_ctrl import load_camera_ctrl_file, with_camera
+from ..sampling.camera import MOTIONS, camera_motion, read_pose_file
+from .folders import MOTION_MODELS
+
+CATEGORY = "AnimateDiff"
+POSES = "CAMERA_POSES"
+POSE_SUFFIX = ".txt"
+
+
+class LoadCameraCtrl:
+    DESCRIPTION = ("Loads CameraCtrl (CameraCtrl_pruned.safetensors, or the original CameraCtrl.ckpt) from "
+                   "models/animatediff_models: camera control for AnimateDiff v3's motion module.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CAMERACTRL",)
+    OUTPUT_TOOLTIPS = ("CameraCtrl, to connect to AnimateDiff_ApplyCameraCtrl.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"cameractrl_name": (folder_paths.get_filename_list(MOTION_MODELS), {
+            "tooltip": "CameraCtrl's file in models/animatediff_models, e.g. CameraCtrl_pruned.safetensors."})}}
+
+    def load(self, cameractrl_name):
+        path = folder_paths.get_full_path_or_raise(MOTION_MODELS, cameractrl_name)
+        return (load_camera_ctrl_file(path, cameractrl_name),)
+
+
+def pose_files() -> list[str]:
+    root = folder_paths.get_input_directory()
+    return sorted(n for n in os.listdir(root) if n.lower().endswith(POSE_SUFFIX)) if os.path.isdir(root) else []
+
+
+class LoadCameraPoses:
+    DESCRIPTION = ("Reads a camera path from a RealEstate10K pose file (.txt in ComfyUI's input folder): one line "
+                   "per frame with the camera's intrinsics and its world-to-camera pose, as CameraCtrl's own "
+                   "examples come.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (POSES,)
+    OUTPUT_TOOLTIPS = ("The camera path, one pose per frame, for AnimateDiff_ApplyCameraCtrl.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pose_file": (pose_files(), {"tooltip": "A .txt pose file in ComfyUI's input folder."}),
+            "pose_width": ("INT", {"default": 1280, "min": 1, "max": 16384, "tooltip":
+                "Width of the video the poses were measured on (RealEstate10K's: 1280×720). Its aspect, with "
+                "pose_height, fits the focal lengths to the animation's aspect."}),
+            "pose_height": ("INT", {"default": 720, "min": 1, "max": 16384}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, pose_file, **kwargs):
+        path = os.path.join(folder_paths.get_input_directory(), pose_file)
+        return hashlib.sha256(open(path, "rb").read()).hexdigest() if os.path.isfile(path) else pose_file
+
+    def load(self, pose_file, pose_width, pose_height):
+        path = os.path.join(folder_paths.get_input_directory(), pose_file)
+        if not os.path.isfile(path):
+            raise AnimateDiffError(f"AnimateDiff_LoadCameraPoses: {pose_file} is not in ComfyUI's input folder "
+                                   f"({folder_paths.get_input_directory()}). Put the pose file there.")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return (read_pose_file(f.read(), pose_width / pose_height, pose_file),)
+
+
+class CameraMotion:
+    DESCRIPTION = ("Makes a simple camera path: a move, a turn or a roll at a steady speed. Chain several to "
+                   "combine them one after another.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (POSES,)
+    OUTPUT_TOOLTIPS = ("The camera path, for AnimateDiff_ApplyCameraCtrl or another Camera Motion.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion": (list(MOTIONS), {"tooltip": "What the camera does: move (left, right, up, down, "
+                                           "forward, back), pan (turn left or right), tilt (turn up or down), "
+                                           "roll, or stay."}),
+                "frames": ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip":
+                    "Frames of this motion; a path shorter than the video holds its last pose."}),
+                "speed": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                    "1 is the speed of CameraCtrl's demo presets: a turn of 60° or a move of 1.5 units (3 forward "
+                    "or back) every 16 frames."}),
+            },
+            "optional": {
+                "camera_poses": (POSES, {"tooltip": "A path this motion continues, from its last pose."}),
+            },
+        }
+
+    def make(self, motion, frames, speed, camera_poses=None):
+        return (camera_motion(motion, frames, speed, camera_poses),)
+
+
+class ApplyCameraCtrl:
+    DESCRIPTION = ("Makes the animation's camera follow a path, with CameraCtrl. Needs a model from Apply Motion "
+                   "Module with AnimateDiff v3's motion module (v3_sd15_mm), videos of at most 16 frames or "
+                   "context windows of 16, and sizes that are multiples of 64 pixels.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The animating model, following the camera, for any sampler node.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "From AnimateDiff_ApplyMotionModule with v3_sd15_mm (before or after "
+                                           "AnimateDiff_ContextWindows)."}),
+            "cameractrl": ("CAMERACTRL", {"tooltip": "From AnimateDiff_LoadCameraCtrl."}),
+            "camera_poses": (POSES, {"tooltip": "From AnimateDiff_CameraMotion or AnimateDiff_LoadCameraPoses; "
+                                                "frame f of the video takes pose f."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                "How strongly the camera steers the motion: 1 as CameraCtrl was trained, 0 not at all."}),
+        }}
+
+    def apply(self, model, cameractrl, camera_poses, strength):
+        return (with_camera(model, cameractrl, camera_poses, strength),)
+
