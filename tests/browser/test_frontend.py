@@ -381,6 +381,15 @@ def test_warning_when_the_pia_picture_frame_is_not_in_the_video(page):
     wait_for_warning(page, "AnimateDiff_PIAImage", False)
 
 
+def test_warning_when_cameractrl_would_get_more_than_16_frames_at_a_time(page):
+    load_workflow(page, json.loads((EXAMPLES / "cameractrl_txt2vid.json").read_text()))
+    wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", False)
+    set_widget(page, "EmptyLatentImage", "batch_size", 24)
+    assert wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", True) == (
+        "24 frames, but CameraCtrl's pose encoder takes at most 16 at a time: add Context Windows (AnimateDiff) "
+        "with context_length 16 or less, or use fewer frames.")
+
+
 def test_queue_from_the_page_shows_the_animation(page, server, screenshots):
     load_tiny_txt2vid(page, frames=4)
     before = set(server.get("/history"))

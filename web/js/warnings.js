@@ -1,11 +1,12 @@
 // Warnings on the motion-module and sampler nodes when a latent holds more frames than the motion module can
-// see at once (or a ModelSampling node would replace Apply Motion Module's schedule), and on Apply SparseCtrl
-// and PIA Image when their frames are not in the video: in the words the run would stop with, in the canvas
-// and in the Vue node design alike.
+// see at once (or a ModelSampling node would replace Apply Motion Module's schedule), on Apply SparseCtrl and
+// PIA Image when their frames are not in the video, and on Apply CameraCtrl when a call would hold more frames
+// than its pose encoder takes: in the words the run would stop with, in the canvas and in the Vue node design
+// alike.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import {
-  APPLY, APPLY_SPARSE, CONTEXT, LOAD, PIA_IMAGE, classOf, inputIndex, inputNode, isActive, isGuidanceSlot,
+  APPLY, APPLY_CAMERA, APPLY_SPARSE, CONTEXT, LOAD, PIA_IMAGE, classOf, inputIndex, inputNode, isActive, isGuidanceSlot,
   latentFrames, modelPathUp, refreshEvery, samplersDownstream, vueNodeDesign, widgetValue,
 } from "./graph.js";
 
@@ -105,8 +106,28 @@ function pictureFrameWarning(node) {
   return null;
 }
 
+// Apply CameraCtrl: each UNet call holds a window's frames (all of them without windows), and CameraCtrl's pose
+// encoder takes at most 16.
+const CAMERA_FRAMES = 16;
+function cameraWarning(node) {
+  for (const sampler of samplersDownstream(node)) {
+    const frames = latentFrames(sampler);
+    if (typeof frames !== "number" || !isActive(sampler)) continue;
+    const windows = modelPathUp(sampler).find((n) => classOf(n) === CONTEXT && isActive(n));
+    const length = windows ? widgetValue(windows, "context_length") : frames;
+    if (typeof length !== "number" || Math.min(length, frames) <= CAMERA_FRAMES) continue;
+    return windows
+      ? `context_length=${length}, but CameraCtrl's pose encoder takes at most ${CAMERA_FRAMES} frames at a ` +
+        `time: set context_length to ${CAMERA_FRAMES} or less.`
+      : `${frames} frames, but CameraCtrl's pose encoder takes at most ${CAMERA_FRAMES} at a time: add Context ` +
+        `Windows (AnimateDiff) with context_length ${CAMERA_FRAMES} or less, or use fewer frames.`;
+  }
+  return null;
+}
+
 function nodeWarning(node) {
   if (classOf(node) === APPLY_SPARSE) return sparseWarning(node);
+  if (classOf(node) === APPLY_CAMERA) return cameraWarning(node);
   if (classOf(node) === PIA_IMAGE) return pictureFrameWarning(node);
   if (classOf(node) === APPLY) {
     const warnings = samplersDownstream(node).map(samplerWarning);
