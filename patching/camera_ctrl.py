@@ -16,7 +16,7 @@ from ..motion_module.formats import MotionVersion
 from ..motion_module.layers import CameraInput
 from ..sampling.camera import CameraPoses, plucker_embedding
 from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call, with_call_options
-from .motion import KEY
+from .motion import KEY, own_patcher
 from .pictures import WRAPPERS, with_wrappers
 
 CAMERA_KEY = "animatediff_cameractrl"
@@ -34,9 +34,7 @@ class LoadedCameraCtrl:
 def load_camera_ctrl_file(path, name: str) -> LoadedCameraCtrl:
     """Weights in the dtype ComfyUI picks for UNets here, as the motion module's."""
     model = load_camera_ctrl(path, ops=comfy.ops.manual_cast, dtype=comfy.model_management.unet_dtype())
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
-                                               offload_device=comfy.model_management.unet_offload_device())
-    return LoadedCameraCtrl(name, model, patcher)
+    return LoadedCameraCtrl(name, model, own_patcher(model))
 
 
 @dataclass(frozen=True)

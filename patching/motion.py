@@ -48,11 +48,16 @@ class LoadedMotionModel:
 
 def load_motion_model_file(path, name: str) -> LoadedMotionModel:
     """Weights in the dtype ComfyUI picks for UNets here; comfy.ops layers cast when the UNet differs."""
-    dtype = comfy.model_management.unet_dtype()
-    model = load_motion_model(path, ops=comfy.ops.manual_cast, dtype=dtype)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
-                                               offload_device=comfy.model_management.unet_offload_device())
-    return LoadedMotionModel(name, model, patcher)
+    model = load_motion_model(path, ops=comfy.ops.manual_cast, dtype=comfy.model_management.unet_dtype())
+    return LoadedMotionModel(name, model, own_patcher(model))
+
+
+def own_patcher(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """The ModelPatcher of a model that runs inside the UNet's call (an additional model): loaded where the UNet
+    runs, offloaded where it is offloaded."""
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
 
 def check_frames_fit(frames: int, max_frames: int, what: str):
     """Refuses a call holding more frames per video than a positional table has rows."""
