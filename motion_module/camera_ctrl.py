@@ -54,9 +54,9 @@ class PoseEncoder(nn.Module):
             for c in channels)
 
     def forward(self, plucker: torch.Tensor, frames: int, attention) -> list[torch.Tensor]:
-        """plucker: (b f) 6 H W at pixel size, H and W multiples of 64, frames ≤ 16 per video; returns each level's
-        (b f) C_i h_i w_i, level 0 at the latent's size. (The size is checked by the caller: the original's
-        average pooling floors odd sizes where the UNet's strided convolutions round them up.)"""
+        """plucker: (b f) 6 H W at pixel size, frames ≤ 16 per video; returns each level's (b f) C_i h_i w_i, level
+        0 at the latent's size. H and W should be multiples of 64: the original's average pooling floors odd sizes,
+        where the UNet's strided convolutions round them up (patching/camera_ctrl.py pads the rays)."""
         x = self.encoder_conv_in(nn.functional.pixel_unshuffle(plucker, PIXELS_PER_LATENT))
         features = []
         for resnets, transformers in zip(self.encoder_down_conv_blocks, self.encoder_down_attention_blocks):
@@ -113,13 +113,16 @@ def file_key(key: str, model: CameraCtrl) -> str:
 
 def _channels(state_dict: dict[str, torch.Tensor], path) -> tuple[int, ...]:
     """Each level's channels, read off its first residual block."""
-    if not any(k.startswith("encoder_conv_in.") for k in state_dict) or not any("qkv_merge." in k for k in state_dict):
+    parts = {"its pose encoder (`encoder_conv_in`, …)": any(k.startswith("encoder_conv_in.") for k in state_dict),
+             "its merge layers (`…qkv_merge`)": any("qkv_merge." in k for k in state_dict)}
+    if not all(parts.values()):
         if any(".motion_modules." in k and "qkv_merge" not in k for k in state_dict):
             raise ModelFileError(path, "is a motion module, not a CameraCtrl model.",
                                  "Load it with AnimateDiff_LoadMotionModule; CameraCtrl's file is "
                                  "CameraCtrl_pruned.safetensors (or the original CameraCtrl.ckpt).")
-        raise ModelFileError(path, "is not a CameraCtrl model (it has no pose encoder `encoder_conv_in` and "
-                             "`qkv_merge` layers).", "CameraCtrl's file is CameraCtrl_pruned.safetensors.")
+        missing = " and ".join(part for part, present in parts.items() if not present)
+        raise ModelFileError(path, f"is not a CameraCtrl model: it lacks {missing}.",
+                             "CameraCtrl's file is CameraCtrl_pruned.safetensors (or the original CameraCtrl.ckpt).")
     channels = []
     for level in range(LEVELS):
         weight = state_dict.get(f"encoder_down_conv_blocks.{level}.0.block1.weight")

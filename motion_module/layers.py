@@ -122,7 +122,7 @@ class TemporalTransformerBlock(nn.Module):
         return x + self.ff(self.ff_norm(x))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: == has no single truth value
 class CameraInput:
     """What CameraCtrl gives one motion module: its qkv_merge layer, the pose feature of the module's UNet level
     ((b f) c h w, as the module's input), and the strength."""
@@ -131,7 +131,7 @@ class CameraInput:
     strength: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: == has no single truth value
 class PoseMerge:
     """n' = n + s·qkv_merge(n + p) on the positioned tokens n, p the pose feature in the same token order."""
     merge: nn.Module

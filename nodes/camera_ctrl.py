@@ -35,7 +35,17 @@ class LoadCameraCtrl:
 
 def pose_files() -> list[str]:
     root = folder_paths.get_input_directory()
-    return sorted(n for n in os.listdir(root) if n.lower().endswith(POSE_SUFFIX)) if os.path.isdir(root) else []
+    if not os.path.isdir(root):
+        return []
+    return sorted(n for n in os.listdir(root)
+                  if n.lower().endswith(POSE_SUFFIX) and os.path.isfile(os.path.join(root, n)))
+
+
+def pose_file_text(data: bytes) -> str:
+    """Text as editors save it: UTF-8 with or without a byte-order mark, or UTF-16 (Windows' "Unicode")."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 class LoadCameraPoses:
@@ -52,23 +62,32 @@ class LoadCameraPoses:
         return {"required": {
             "pose_file": (pose_files(), {"tooltip": "A .txt pose file in ComfyUI's input folder."}),
             "pose_width": ("INT", {"default": 1280, "min": 1, "max": 16384, "tooltip":
-                "Width of the video the poses were measured on (RealEstate10K's: 1280×720). Its aspect, with "
-                "pose_height, fits the focal lengths to the animation's aspect."}),
-            "pose_height": ("INT", {"default": 720, "min": 1, "max": 16384}),
+                "Width of the video the poses were measured on (RealEstate10K's: 1280×720). With pose_height, "
+                "its shape fits the focal lengths to the animation's."}),
+            "pose_height": ("INT", {"default": 720, "min": 1, "max": 16384, "tooltip":
+                "Height of the video the poses were measured on."}),
+            "frame_step": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
+                "Take every n-th line. 1 for CameraCtrl's own example files, which already hold one pose per 8 "
+                "video frames; 8 for a RealEstate10K file (one line per video frame), the spacing CameraCtrl was "
+                "trained with."}),
         }}
 
     @classmethod
     def IS_CHANGED(cls, pose_file, **kwargs):
         path = os.path.join(folder_paths.get_input_directory(), pose_file)
-        return hashlib.sha256(open(path, "rb").read()).hexdigest() if os.path.isfile(path) else pose_file
+        if not os.path.isfile(path):
+            return pose_file
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
 
-    def load(self, pose_file, pose_width, pose_height):
+    def load(self, pose_file, pose_width, pose_height, frame_step=1):
         path = os.path.join(folder_paths.get_input_directory(), pose_file)
         if not os.path.isfile(path):
             raise AnimateDiffError(f"AnimateDiff_LoadCameraPoses: {pose_file} is not in ComfyUI's input folder "
                                    f"({folder_paths.get_input_directory()}). Put the pose file there.")
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return (read_pose_file(f.read(), pose_width / pose_height, pose_file),)
+        with open(path, "rb") as f:
+            poses = read_pose_file(pose_file_text(f.read()), pose_width / pose_height, pose_file)
+        return (poses.every(frame_step),)
 
 
 class CameraMotion:
@@ -90,10 +109,10 @@ class CameraMotion:
                     "Frames of this motion; a path shorter than the video holds its last pose."}),
                 "speed": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
                     "1 is the speed of CameraCtrl's demo presets: a turn of 60° or a move of 1.5 units (3 forward "
-                    "or back) every 16 frames."}),
+                    "or back) every 16 frames. Rolls turn the picture clockwise or anticlockwise on screen."}),
             },
             "optional": {
-                "camera_poses": (POSES, {"tooltip": "A path this motion continues, from its last pose."}),
+                "camera_poses": (POSES, {"tooltip": "A path this motion continues, one step on from its last pose."}),
             },
         }
 
@@ -103,8 +122,8 @@ class CameraMotion:
 
 class ApplyCameraCtrl:
     DESCRIPTION = ("Makes the animation's camera follow a path, with CameraCtrl. Needs a model from Apply Motion "
-                   "Module with AnimateDiff v3's motion module (v3_sd15_mm), videos of at most 16 frames or "
-                   "context windows of 16, and sizes that are multiples of 64 pixels.")
+                   "Module with AnimateDiff v3's motion module (v3_sd15_mm), and videos of at most 16 frames or "
+                   "context windows of 16.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The animating model, following the camera, for any sampler node.",)

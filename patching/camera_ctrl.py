@@ -11,7 +11,7 @@ import torch
 from comfy.ldm.modules.attention import attention_pytorch
 
 from ..errors import AnimateDiffError
-from ..motion_module.camera_ctrl import PIXELS_PER_LATENT, POSE_FRAMES, CameraCtrl, load_camera_ctrl
+from ..motion_module.camera_ctrl import LEVELS, PIXELS_PER_LATENT, POSE_FRAMES, CameraCtrl, load_camera_ctrl
 from ..motion_module.formats import MotionVersion
 from ..motion_module.layers import CameraInput
 from ..sampling.camera import CameraPoses, plucker_embedding
@@ -37,7 +37,7 @@ def load_camera_ctrl_file(path, name: str) -> LoadedCameraCtrl:
     return LoadedCameraCtrl(name, model, own_patcher(model))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CameraCall:
     """In a call's transformer_options: each motion module's merge layer and the feature of its level."""
     inputs: dict
@@ -46,25 +46,48 @@ class CameraCall:
         return self.inputs.get(name)
 
 
+def level_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """The UNet's size at each level of an h × w latent: its strided convolutions halve, rounding up."""
+    sizes = [(height, width)]
+    for _ in range(1, LEVELS):
+        sizes.append(tuple(-(-side // 2) for side in sizes[-1]))
+    return sizes
+
+
 class CameraCondition(SamplingCache):
-    def __init__(self, camera_ctrl: CameraCtrl, poses: CameraPoses, strength: float):
+    def __init__(self, camera_ctrl: LoadedCameraCtrl, poses: CameraPoses, strength: float):
         super().__init__()
         self.camera_ctrl = camera_ctrl
         self.poses = poses
         self.strength = strength
 
     def features(self, frames: list[int], height: int, width: int, device, dtype) -> list[torch.Tensor]:
-        """Each level's (frames, C, h, w) feature; kept for the latest window only, so memory stays flat in the
-        video's length (a window's features at 512×512 are ~75 MB in fp16)."""
+        """Each level's (frames, C, h, w) feature, for the frames of the latest call (a window's): kept while the
+        calls are on the same frames, so memory stays flat in the video's length (a window's features at 512×512
+        are ~75 MB in fp16).
+
+        The encoder halves the size three times, flooring, where the UNet rounds up: a latent whose sides are not
+        multiples of 8 (a frame not of multiples of 64 pixels, e.g. 512×288) gets the rays of a larger frame of
+        the same camera, past the bottom and right, and each level's feature is cut to the UNet's size there."""
         key = (tuple(frames), height, width, device, dtype)
         if key not in self.cache:
+            padded = [-(-side // 8) * 8 * PIXELS_PER_LATENT for side in (height, width)]
             plucker = plucker_embedding(self.poses, frames, height * PIXELS_PER_LATENT, width * PIXELS_PER_LATENT,
-                                        device)
-            self.cache = {key: self.camera_ctrl.pose_encoder(plucker.to(dtype), len(frames), attention_pytorch)}
+                                        device, grid=tuple(padded))
+            levels = self.camera_ctrl.model.pose_encoder(plucker.to(dtype), len(frames), attention_pytorch)
+            self.cache = {key: [f[..., :h, :w].contiguous() for f, (h, w) in zip(levels, level_sizes(height, width))]}
         return self.cache[key]
+
+    def check_at_sampling(self, executor, noise, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: before any model loads, the motion module on the model that samples is still
+        v3's (a node after this one could have put another in)."""
+        check_motion_model(executor.class_obj.model_patcher, self.camera_ctrl)
+        return self.forget_after_sampling(executor, noise, *args, **kwargs)
 
     def add_to_call(self, executor, x, *args, **kwargs):
         """APPLY_MODEL wrapper: the call's transformer_options carry the camera to the motion layers."""
+        if self.strength == 0:  # n + 0·merge(…) is n
+            return executor(x, *args, **kwargs)
         self.check_whole_latent(x, f"{NODE}'s camera")
         options = call_options(args, kwargs)
         count = frames_in_call(x, options)
@@ -72,18 +95,14 @@ class CameraCondition(SamplingCache):
             raise AnimateDiffError(f"{NODE}: CameraCtrl's pose encoder takes at most {POSE_FRAMES} frames at a time, "
                                    f"and this call has {count}. Add AnimateDiff_ContextWindows with context_length "
                                    f"≤ {POSE_FRAMES} (16 as CameraCtrl was trained), or make fewer frames.")
-        height, width = x.shape[-2:]
-        if height % 8 or width % 8:
-            raise AnimateDiffError(f"{NODE}: CameraCtrl needs a width and height that are multiples of 64 pixels (its "
-                                   "pose encoder halves the size three times, as the UNet does); this video is "
-                                   f"{width * 8}×{height * 8}. Use e.g. 512×512, 512×768 or 384×256.")
         frames, _ = call_frames(options, count)
         videos = x.shape[0] // count
-        levels = [f.repeat(videos, 1, 1, 1) for f in self.features(frames, height, width, x.device,
+        levels = [f.repeat(videos, 1, 1, 1) for f in self.features(frames, *x.shape[-2:], x.device,
                                                                      compute_dtype(executor))]
+        model = self.camera_ctrl.model
         inputs = {}
-        for module in self.camera_ctrl.places:
-            merge, level = self.camera_ctrl.merge_for(module)
+        for module in model.places:
+            merge, level = model.merge_for(module)
             inputs[module] = CameraInput(merge, levels[level], self.strength)
         ours = {**options.get(KEY, {}), "camera": CameraCall(inputs)}
         args, kwargs = with_call_options(args, kwargs, {**options, KEY: ours})
@@ -99,18 +118,19 @@ def check_motion_model(model, camera_ctrl: LoadedCameraCtrl):
     spec = motion[0].model.spec
     if spec.version != MotionVersion.V3:
         raise AnimateDiffError(f"CameraCtrl was trained with AnimateDiff v3's motion module (v3_sd15_mm.ckpt); this "
-                               f"model has {spec.kind}'s. Load v3_sd15_mm in Load Motion Module.")
+                               f"model has {spec.kind}'s. Load v3_sd15_mm in Load Motion Module (and put any other "
+                               f"Apply Motion Module before {NODE}, not after it).")
     if tuple(spec.down_channels) != camera_ctrl.model.channels:
-        raise AnimateDiffError(f"{camera_ctrl.name} is made for motion modules of {camera_ctrl.model.channels} channels, "
-                               f"and this model's has {tuple(spec.down_channels)}.")
+        raise AnimateDiffError(f"{camera_ctrl.name} is made for motion modules of {camera_ctrl.model.channels} "
+                               f"channels, and this model's has {tuple(spec.down_channels)}.")
 
 
 def with_camera(model, camera_ctrl: LoadedCameraCtrl, poses: CameraPoses, strength: float):
     """A clone of an animating model whose motion follows `poses`."""
     check_motion_model(model, camera_ctrl)
-    condition = CameraCondition(camera_ctrl.model, poses, float(strength))
+    condition = CameraCondition(camera_ctrl, poses, float(strength))
     # a second CameraCtrl node replaces the first
     patched = with_wrappers(model, CAMERA_KEY, {WRAPPERS.APPLY_MODEL: condition.add_to_call,
-                                                WRAPPERS.OUTER_SAMPLE: condition.forget_after_sampling})
+                                                WRAPPERS.OUTER_SAMPLE: condition.check_at_sampling})
     patched.set_additional_models(CAMERA_KEY, [camera_ctrl.patcher])
     return patched

@@ -26,6 +26,10 @@ class CameraPoses:
     def __len__(self) -> int:
         return self.world_to_camera.shape[0]
 
+    def every(self, step: int) -> "CameraPoses":
+        """Every step-th pose, from the first."""
+        return CameraPoses(self.intrinsics[::step].clone(), self.world_to_camera[::step].clone(), self.aspect)
+
 
 def read_pose_file(text: str, aspect: float = RE10K_ASPECT, name: str = "the pose file") -> CameraPoses:
     """RealEstate10K camera file: the source URL, then per frame
@@ -37,7 +41,8 @@ def read_pose_file(text: str, aspect: float = RE10K_ASPECT, name: str = "the pos
         if index == 0 and len(fields) != 19 and not all(_is_number(f) for f in fields):
             continue
         if len(fields) != 19:
-            raise AnimateDiffError(f"{name}, line {number}: {len(fields)} numbers, but a RealEstate10K pose line has "
+            count = f"{len(fields)} number{'s' if len(fields) != 1 else ''}"
+            raise AnimateDiffError(f"{name}, line {number}: {count}, but a RealEstate10K pose line has "
                                    "19 (timestamp fx fy cx cy 0 0, then the 3×4 world-to-camera matrix row by row).")
         bad = next((f for f in fields if not _is_number(f)), None)
         if bad is not None:
@@ -65,6 +70,10 @@ def _checked_row(row: list[float], number: int, name: str) -> list[float]:
     if row[1] <= 0 or row[2] <= 0:
         raise AnimateDiffError(f"{where}: the focal lengths fx, fy (2nd and 3rd numbers) must be positive, "
                                f"not {row[1]:g}, {row[2]:g}.")
+    if not (0 <= row[3] <= 1 and 0 <= row[4] <= 1):
+        raise AnimateDiffError(f"{where}: the principal point cx, cy (4th and 5th numbers) is {row[3]:g}, {row[4]:g}; "
+                               "RealEstate10K gives it, and fx, fy, as fractions of the frame's width and height "
+                               "(about 0.5), not in pixels.")
     rotation = torch.tensor(row[7:], dtype=torch.float64).reshape(3, 4)[:, :3]
     # The files round to 6-7 significant digits: be tolerant, catch only what is not a rotation at all.
     off = (rotation @ rotation.T - torch.eye(3, dtype=torch.float64)).abs().max().item()
@@ -101,15 +110,16 @@ MOTIONS = {
 
 
 def camera_motion(motion: str, frames: int, speed: float = 1.0, after: CameraPoses | None = None) -> CameraPoses:
-    """`frames` poses of a basic motion, starting at rest. With `after`, the motion starts from after's last
+    """`frames` poses of a basic motion, starting at rest. With `after`, the motion continues from after's last
     pose, in that camera's own frame (so "move forward" after "pan left" moves along the new heading), and is
-    appended to after's frames: its first frame repeats after's last pose."""
+    appended to after's frames: its first frame is one step on, so the camera does not pause at the join."""
     if motion not in MOTIONS:
         raise AnimateDiffError(f"camera motion {motion!r} is not one of: {', '.join(MOTIONS)}.")
     if frames < 1:
         raise AnimateDiffError(f"a camera motion needs at least 1 frame, not {frames}.")
     rotate, translate = (torch.tensor(v, dtype=torch.float64) for v in MOTIONS[motion])
-    progress = (torch.arange(frames, dtype=torch.float64) / 16 * speed)[:, None]
+    first = 0 if after is None else 1
+    progress = (torch.arange(first, first + frames, dtype=torch.float64) / 16 * speed)[:, None]
     angles = progress * (math.pi / 3) * rotate
     steps = _square(torch.cat([_rotation(angles), (progress * 1.5 * translate)[:, :, None]], dim=2))
     if after is None:
@@ -142,10 +152,12 @@ def _square(rt: torch.Tensor) -> torch.Tensor:
     return torch.cat([rt, bottom], dim=-2)
 
 
-def plucker_embedding(poses: CameraPoses, frames: list[int], height: int, width: int, device=None) -> torch.Tensor:
+def plucker_embedding(poses: CameraPoses, frames: list[int], height: int, width: int, device=None,
+                      grid: tuple[int, int] | None = None) -> torch.Tensor:
     """(len(frames), 6, height, width) float32 ray map (o × d, d) at pixel resolution, for these frame numbers
     of the video, relative to the first of them: CameraCtrl was trained on 16-frame clips each relative to its
     first frame, so each context window gets its own. A path shorter than the video holds its last pose.
+    `grid` (≥ height, width): the map over more pixels of the same camera, past the frame's bottom and right.
     The poses are composed in float64; the map, made for every call of a sampling run, on `device`."""
     if not frames or height < 1 or width < 1:
         raise AnimateDiffError(f"a camera ray map needs frames and a size, not {len(frames)} frames of "
@@ -158,8 +170,9 @@ def plucker_embedding(poses: CameraPoses, frames: list[int], height: int, width:
     relative = relative.to(device, torch.float32)
     fx, fy, cx, cy = (p.to(device, torch.float32)[:, None, None]
                       for p in _pixel_intrinsics(poses.intrinsics[picked], poses.aspect, height, width))
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=device) + 0.5,
-                          torch.arange(width, dtype=torch.float32, device=device) + 0.5, indexing="ij")  # centres
+    rows, columns = grid or (height, width)
+    v, u = torch.meshgrid(torch.arange(rows, dtype=torch.float32, device=device) + 0.5,
+                          torch.arange(columns, dtype=torch.float32, device=device) + 0.5, indexing="ij")  # centres
     x, y = (u - cx) / fx, (v - cy) / fy
     d = torch.stack([x, y, torch.ones_like(x)], dim=1)  # (frames, xyz, H, W)
     d = torch.einsum("fij,fjhw->fihw", relative[:, :3, :3], d / d.norm(dim=1, keepdim=True))  # first camera's axes

@@ -5,6 +5,7 @@ Every motion module's output in real sampling against the original math restated
 encoder on the frames' Plücker rays; the merge in the first attention), in both CFG halves and per context window;
 strength 0; the errors users can make; the base model left clean."""
 import comfy.model_management
+import folder_paths
 import comfy.patcher_extension
 import pytest
 import safetensors.torch
@@ -15,7 +16,7 @@ from comfy_env import conditioning, ksample, unet_state
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.motion_module import read_state_dict
 from animatediff.motion_module.camera_ctrl import load_camera_ctrl
-from animatediff.nodes.camera_ctrl import ApplyCameraCtrl
+from animatediff.nodes.camera_ctrl import ApplyCameraCtrl, LoadCameraPoses
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.motion import ApplyMotionModule
 from animatediff.patching.camera_ctrl import CAMERA_KEY, load_camera_ctrl_file
@@ -81,9 +82,13 @@ def level_of(name: str) -> int:
 
 def expected_output(weights, mm_weights, poses, window, height, name, before, strength=1.0):
     """The original: the pose encoder on the window's rays (relative to its first frame), the merge in attention
-    block 0 of the module, the same feature for every video of the batch (cond and uncond)."""
-    plucker = plucker_embedding(poses, window, height * 8, height * 8)
+    block 0 of the module, the same feature for every video of the batch (cond and uncond). A latent whose side
+    is not a multiple of 8 (the original would fail) gets the rays of the next multiple's frame, and each level's
+    feature is cut to the module's input."""
+    padded = -(-height // 8) * 8 * 8
+    plucker = plucker_embedding(poses, window, height * 8, height * 8, grid=(padded, padded))
     feature = reference.cameractrl_pose_features(weights, plucker)[level_of(name)]
+    feature = feature[..., :before.shape[-2], :before.shape[-1]]
     feature = feature.repeat(before.shape[0] // len(window), 1, 1, 1)
     merge = (weights[name + MERGE + ".weight"], weights[name + MERGE + ".bias"], feature, strength)
     return reference.motion_module(mm_weights, name, before, len(window), pose=merge)
@@ -131,6 +136,18 @@ def test_a_path_shorter_than_the_video_holds_its_last_pose_and_strength_scales_t
     assert torch.equal(held[12:], held[11:12].expand(4, -1, -1, -1))
 
 
+def test_a_frame_that_is_not_of_multiples_of_64_pixels_gets_a_larger_frames_rays_cut_to_each_level(
+        base, motion, camera, weights, mm_weights):
+    record, poses = [], path()
+    names = ["down_blocks.0.motion_modules.0", "down_blocks.2.motion_modules.1", "up_blocks.0.motion_modules.0"]
+    ksample(record_modules(animating(base, motion, camera, poses), motion, record, names), size=12, steps=1)
+    # the UNet rounds up (12, 6, 3, 2) where the encoder of a 16-latent frame gives 16, 8, 4, 2
+    assert [tuple(record[0][n][0].shape[-2:]) for n in names] == [(12, 12), (3, 3), (2, 2)]
+    for name in names:
+        before, after = record[0][name]
+        assert close(after, expected_output(weights, mm_weights, poses, list(range(16)), 12, name, before)), name
+
+
 def test_strength_0_is_the_motion_module_alone_bit_for_bit(base, motion, camera):
     plain = ApplyMotionModule().apply(base, motion["v3"], None, 1.0, "autoselect")[0]
     assert torch.equal(ksample(animating(base, motion, camera, path(), 0.0), seed=5), ksample(plain, seed=5))
@@ -169,10 +186,12 @@ def test_mistakes_are_named_and_the_base_stays_clean(base, motion, camera, fixtu
         ApplyCameraCtrl().apply(base, camera, path(), 1.0)
     with pytest.raises(AnimateDiffError, match="trained with AnimateDiff v3's motion module .* AnimateDiff v2's"):
         animating(base, motion, camera, path(), version="v2")
+    v2_after = ApplyMotionModule().apply(animating(base, motion, camera, path()), motion["v2"], None, 1.0,
+                                         "autoselect")[0]
+    with pytest.raises(AnimateDiffError, match="AnimateDiff v2's.*before AnimateDiff_ApplyCameraCtrl, not after"):
+        ksample(v2_after, steps=1)
     with pytest.raises(AnimateDiffError, match="at most 16 frames at a time, and this call has 24.*ContextWindows"):
         ksample(animating(base, motion, camera, path()), frames=24, steps=1)
-    with pytest.raises(AnimateDiffError, match="multiples of 64 pixels.*this video is 96×96"):
-        ksample(animating(base, motion, camera, path()), size=12, steps=1)
     area = [[c[0][0], {"area": (4, 4, 0, 0), "strength": 1.0}] for c in [conditioning(11)]]
     with pytest.raises(AnimateDiffError, match="ConditioningSetArea"):
         ksample(animating(base, motion, camera, path()), positive=area, steps=1)
@@ -181,6 +200,10 @@ def test_mistakes_are_named_and_the_base_stays_clean(base, motion, camera, fixtu
         load_motion_model_file(small / FILE, FILE)
     with pytest.raises(ModelFileError, match="is a motion module, not a CameraCtrl model"):
         load_camera_ctrl(small / "mm_v3.safetensors")
+    merges_only = {k: v for k, v in read_state_dict(small / FILE).items() if "qkv_merge" in k}
+    safetensors.torch.save_file(merges_only, tmp_path / "merges.safetensors")
+    with pytest.raises(ModelFileError, match=r"not a CameraCtrl model: it lacks its pose encoder \(`encoder_conv_in`"):
+        load_camera_ctrl(tmp_path / "merges.safetensors")
     damaged = {k: v for k, v in read_state_dict(small / FILE).items() if "encoder_down_attention_blocks.2.1" not in k}
     safetensors.torch.save_file(damaged, tmp_path / "damaged.safetensors")
     with pytest.raises(ModelFileError, match="layout of a CameraCtrl model: 14 weights are missing"):
@@ -189,3 +212,25 @@ def test_mistakes_are_named_and_the_base_stays_clean(base, motion, camera, fixtu
     comfy.model_management.unload_all_models()
     assert not any(isinstance(m, MotionLayer) for m in base.model.diffusion_model.modules())
     assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
+
+
+def test_load_camera_poses_reads_files_as_editors_save_them_and_every_nth_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    rows = [f"{f * 33366} 0.47 0.84 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 {-0.1 * f:.6f}" for f in range(16)]
+    text = "https://www.youtube.com/watch?v=example\r\n" + "\r\n".join(rows)
+    (tmp_path / "plain.txt").write_bytes(text.encode())
+    (tmp_path / "marked.txt").write_bytes("\ufeff".encode() + "\n".join(rows).encode())  # no URL line: the mark
+    (tmp_path / "unicode.txt").write_bytes(text.encode("utf-16"))                     # Windows' "Unicode"
+    (tmp_path / "folder.txt").mkdir()
+    (tmp_path / "picture.png").write_bytes(b"")
+    listed = LoadCameraPoses.INPUT_TYPES()["required"]["pose_file"][0]
+    assert listed == ["marked.txt", "plain.txt", "unicode.txt"]
+    for name in listed:
+        (poses,) = LoadCameraPoses().load(name, 1280, 720, 1)
+        assert len(poses) == 16 and poses.aspect == 1280 / 720, name
+        assert torch.equal(poses.world_to_camera[:, 2, 3], torch.tensor([-0.1 * f for f in range(16)],
+                                                                        dtype=torch.float64).round(decimals=6))
+    (poses,) = LoadCameraPoses().load("plain.txt", 640, 640, 8)
+    assert poses.world_to_camera[:, 2, 3].tolist() == [0.0, -0.8] and poses.aspect == 1.0
+    with pytest.raises(AnimateDiffError, match="missing.txt is not in ComfyUI's input folder"):
+        LoadCameraPoses().load("missing.txt", 1280, 720, 1)

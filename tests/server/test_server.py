@@ -169,7 +169,8 @@ def test_cameractrl_example_follows_a_generated_path_and_a_pose_file(server):
     (server.input_dir / "camera_path.txt").write_text("https://www.youtube.com/watch?v=example\n" + "\n".join(rows))
     apply = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_ApplyCameraCtrl")
     prompt["poses"] = {"class_type": "AnimateDiff_LoadCameraPoses",
-                       "inputs": {"pose_file": "camera_path.txt", "pose_width": 1280, "pose_height": 720}}
+                       "inputs": {"pose_file": "camera_path.txt", "pose_width": 1280, "pose_height": 720,
+                                  "frame_step": 1}}
     apply["inputs"]["camera_poses"] = ["poses", 0]
     entry = server.run(prompt)
     assert execution_error(entry) is None, execution_error(entry)

@@ -245,23 +245,26 @@ def test_unknown_motion_and_no_frames_are_refused():
 
 # --- appending -----------------------------------------------------------------------------------------------
 
-def test_appending_continues_from_the_last_pose():
+def test_appending_continues_from_the_last_pose_one_step_on():
     before = random_poses(5, seed=2)
     poses = camera_motion("tilt up", 8, after=before)
     assert len(poses) == 13 and poses.aspect == before.aspect
     assert torch.equal(poses.world_to_camera[:5], before.world_to_camera)
-    torch.testing.assert_close(poses.world_to_camera[5], before.world_to_camera[4], rtol=0, atol=1e-15)
+    # no pause at the join: the first appended pose is the motion's frame 1 from after's last pose
+    step = np.vstack([camera_motion("tilt up", 2).world_to_camera[1].numpy(), [0, 0, 0, 1]])
+    last = np.vstack([before.world_to_camera[4].numpy(), [0, 0, 0, 1]])
+    np.testing.assert_allclose(poses.world_to_camera[5].numpy(), (step @ last)[:3], rtol=0, atol=1e-12)
     assert torch.equal(poses.intrinsics[:5], before.intrinsics)
     assert torch.equal(poses.intrinsics[5:], before.intrinsics[4:].expand(8, 4))
 
 
 def test_appending_composes_in_the_camera_frame():
     before = random_poses(3, seed=4)
-    own = camera_motion("roll anticlockwise", 6, speed=1.5).world_to_camera
+    own = camera_motion("roll anticlockwise", 7, speed=1.5).world_to_camera
     poses = camera_motion("roll anticlockwise", 6, speed=1.5, after=before)
     last = np.vstack([before.world_to_camera[-1].numpy(), [0, 0, 0, 1]])
     for i in range(6):
-        expected = np.vstack([own[i].numpy(), [0, 0, 0, 1]]) @ last
+        expected = np.vstack([own[i + 1].numpy(), [0, 0, 0, 1]]) @ last
         np.testing.assert_allclose(poses.world_to_camera[3 + i].numpy(), expected[:3], rtol=0, atol=1e-12)
 
 
@@ -271,7 +274,7 @@ def test_move_forward_after_pan_left_moves_along_the_new_heading():
     start, heading, _, _ = axes(turned.world_to_camera[-1])
     close(math.atan2(-heading[0], heading[2]), angle_at(15, 1))   # 56.25° to the left
     for i in (1, 8, 15):
-        centre, forward, _, _ = axes(poses.world_to_camera[16 + i])
+        centre, forward, _, _ = axes(poses.world_to_camera[15 + i])
         torch.testing.assert_close(centre - start, i / 16 * 3.0 * heading, rtol=0, atol=1e-12)
         torch.testing.assert_close(forward, heading, rtol=0, atol=1e-12)
 
@@ -279,8 +282,15 @@ def test_move_forward_after_pan_left_moves_along_the_new_heading():
 def test_an_appended_motion_looks_the_same_as_on_its_own():
     # relative to its first frame, a motion's rays do not depend on where it started
     alone = plucker_embedding(camera_motion("move right", 16), list(range(16)), 3, 4)
-    after = camera_motion("move right", 16, after=camera_motion("tilt down", 16, speed=0.7))
-    torch.testing.assert_close(plucker_embedding(after, list(range(16, 32)), 3, 4), alone, rtol=0, atol=1e-6)
+    after = camera_motion("move right", 15, after=camera_motion("tilt down", 16, speed=0.7))
+    torch.testing.assert_close(plucker_embedding(after, list(range(15, 31)), 3, 4), alone, rtol=0, atol=1e-6)
+
+
+def test_a_larger_grid_extends_the_frames_rays_past_its_bottom_and_right():
+    poses = random_poses(3, seed=7)
+    frame = plucker_embedding(poses, [0, 1, 2], 5, 7)
+    torch.testing.assert_close(plucker_embedding(poses, [0, 1, 2], 5, 7, grid=(8, 9))[..., :5, :7], frame,
+                               rtol=0, atol=1e-6)
 
 
 # --- pose files ------------------------------------------------------------------------------------------------
@@ -352,6 +362,9 @@ BAD_FILES = [
     (with_line(2, setting(3, "inf")), "line 3: a value is not finite"),
     (with_line(4, setting(1, "0")), "line 5: the focal lengths"),
     (with_line(1, setting(2, "-0.84")), "line 2: the focal lengths"),
+    (with_line(2, setting(3, "320")), "line 3: the principal point cx, cy .* is 320, 0.5.*not in pixels"),
+    ("0 0.5 0.8 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0 7\n", "line 1: 20 numbers"),
+    ("0\n0 0.5 0.8 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n", "line 1: 1 number, but"),
     (with_line(2, scaled_rotation(1.01)), "line 3: the matrix's left 3×3 is not a rotation"),
     (with_line(3, scaled_rotation(-1.0)), "line 4: the matrix's left 3×3 is not a rotation \\(determinant -1"),
     (with_line(1, setting(8, "0.01")), "line 2: the matrix's left 3×3 is not a rotation"),
