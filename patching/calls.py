@@ -32,13 +32,18 @@ def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
 
 def call_frames(transformer_options: dict, count: int) -> tuple[list[int], int | None]:
     """The video frames a call of `count` frames per video holds, and the video's length: from ad_params (this
-    pack's context windows set them), from ComfyUI's core context_window (which does not tell the length: None),
-    or all of them."""
+    pack's context windows set them), from ComfyUI's core context_window (whose length only newer ComfyUIs tell;
+    else None), or all of them."""
     ours, core = transformer_options.get("ad_params"), transformer_options.get("context_window")
     if ours:
         return list(ours["sub_idxs"]), ours["full_length"]
     if core is not None:
-        return list(core.index_list), None
+        frames = list(core.index_list)
+        # Newer ComfyUIs (causal_window_fix, on by default) put the frame before a later window in front of it.
+        anchor = getattr(core, "causal_anchor_index", None)
+        if anchor is not None and anchor >= 0 and count == len(frames) + 1:
+            frames = [anchor, *frames]
+        return frames, getattr(core, "total_frames", None) or None
     return list(range(count)), count
 
 

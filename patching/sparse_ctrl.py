@@ -9,6 +9,8 @@ only the condition: the hints of a few frames, zero elsewhere, plus a mask chann
 The spatial part is ComfyUI's own ControlNet model (comfy.cldm), under the names ComfyUI's loader gives a
 diffusers ControlNet; the temporal part is this pack's MotionModel.
 """
+from types import SimpleNamespace
+
 import comfy.cldm.cldm
 import comfy.model_management
 import comfy.ops
@@ -18,6 +20,7 @@ from comfy.ldm.modules.attention import attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.model_detection import count_blocks
+from torch import nn
 
 from ..errors import ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
@@ -91,12 +94,15 @@ def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.d
     ops = comfy.ops.pick_operations(dtype, compute_dtype)
     hint_channels = state_dict[RGB_EMBEDDING if latent_hints else IMAGE_EMBEDDING].shape[1]
     with torch.device("meta"):
-        control = comfy.cldm.cldm.ControlNet(hint_channels=hint_channels, operations=ops, dtype=dtype, **config)
-        if latent_hints:  # one conv from the latents (and mask) to the first block's channels
-            control.input_hint_block = TimestepEmbedSequential(
-                ops.conv_nd(2, hint_channels, config["model_channels"], 3, padding=1, dtype=dtype))
+        control = _control_net(config, hint_channels, latent_hints, ops, dtype)
         motion = MotionModel(_motion_spec(motion_sd, path), ops)
-    _take_weights(control, _ldm_names(spatial_sd, config, latent_hints), dtype, path)
+        # The layout is read off plain torch layers: ComfyUI's ops may make their weights only when loaded
+        # (dynamic VRAM, on by default on NVIDIA cards since ComfyUI 0.15), and until then have none to read.
+        plain = _control_net(config, hint_channels, latent_hints, PLAIN_OPS)
+    spatial_sd = _ldm_names(spatial_sd, config, latent_hints)
+    check_layout("an SD1.5 SparseCtrl", {k: v.shape for k, v in plain.state_dict().items()}, spatial_sd, path)
+    control.load_state_dict({k: v.to(dtype) for k, v in spatial_sd.items()}, strict=True, assign=True)
+    control.eval().requires_grad_(False)
     check_layout("an SD1.5 SparseCtrl's motion modules",
                  {k: s for k, s in motion.shapes().items() if not k.endswith(TABLE_SUFFIX)}, motion_sd, path)
     motion.take_weights({k: v.to(dtype) for k, v in motion_sd.items()})
@@ -164,10 +170,18 @@ def _ldm_names(sd, config, latent_hints: bool) -> dict:
     return {names.get(k, k): v for k, v in sd.items()}
 
 
-def _take_weights(control, sd: dict, dtype, path):
-    check_layout("an SD1.5 SparseCtrl", {k: v.shape for k, v in control.state_dict().items()}, sd, path)
-    control.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
-    control.eval().requires_grad_(False)
+# torch's own layers in the shape of ComfyUI's operations
+PLAIN_OPS = SimpleNamespace(
+    Linear=nn.Linear, Conv2d=nn.Conv2d, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm,
+    conv_nd=lambda dims, *args, **kwargs: (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs))
+
+
+def _control_net(config: dict, hint_channels: int, latent_hints: bool, ops, dtype=None) -> comfy.cldm.cldm.ControlNet:
+    control = comfy.cldm.cldm.ControlNet(hint_channels=hint_channels, operations=ops, dtype=dtype, **config)
+    if latent_hints:  # one conv from the latents (and mask) to the first block's channels
+        control.input_hint_block = TimestepEmbedSequential(
+            ops.conv_nd(2, hint_channels, config["model_channels"], 3, padding=1, dtype=dtype))
+    return control
 
 
 def _motion_spec(motion_sd, path) -> MotionModelSpec:

@@ -65,8 +65,8 @@ class SparseControlNet(comfy.controlnet.ControlNet):
         frames = x_noisy.shape[0] // batched_number
         indices, total = call_frames(transformer_options, frames)
         if total is None:
-            # ComfyUI's core windows tell a window's frames but not the video's length: -1 and the frames
-            # past the window could not be placed
+            # ComfyUI 0.3.75's core windows tell a window's frames but not the video's length: -1 and the frames
+            # past the window could not be placed (newer ComfyUIs tell it)
             raise AnimateDiffError("SparseCtrl cannot tell its frames inside ComfyUI's core Context Windows node: "
                                    "use AnimateDiff_ContextWindows instead, which gives each window its own frames' "
                                    "images.")

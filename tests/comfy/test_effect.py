@@ -94,6 +94,20 @@ def test_in_a_core_context_window_the_maps_are_its_frames_masks():
         effect.maps(x, 4, {"context_window": window})
 
 
+def test_in_a_newer_comfyuis_core_window_the_frame_before_it_comes_first():
+    """Newer ComfyUIs' core windows (causal_window_fix, on by default) run a window after the first with the frame
+    before it in front, and note it on the window (causal_anchor_index), with the video's length (total_frames)."""
+    values = torch.linspace(0, 1, 24)
+    effect = MotionEffect(1.0, values.view(-1, 1, 1).expand(-1, 8, 8).clone())
+    window = comfy.context_windows.IndexListContextWindow([20, 21, 22, 23])
+    window.causal_anchor_index, window.total_frames = 19, 24  # as the newer handler sets them
+    maps = effect.maps(torch.zeros(2 * 5, 3, 2, 2), 5, {"context_window": window})
+    torch.testing.assert_close(maps[:, 0, 0, 0], values[[19, 20, 21, 22, 23]].repeat(2), rtol=1e-5, atol=0)
+    window.total_frames = 30
+    with pytest.raises(AnimateDiffError, match="24 masks for a video of 30 frames"):
+        effect.maps(torch.zeros(2 * 5, 3, 2, 2), 5, {"context_window": window})
+
+
 def test_a_mask_limits_motion_to_its_white_area(base, motion):
     mask = torch.zeros(128, 128)
     mask[:, :64] = 1  # the left half of a 128-pixel (16-latent) video

@@ -297,3 +297,19 @@ def test_a_full_size_rgb_sparsectrl_loads_with_sd15s_shapes_and_runs_its_forward
         model.float()
         got = model(x, hint, timesteps, context, video_frames=frames)
         assert_close(got, restated_forward(model, sd, x, hint, timesteps, context, frames), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sparsectrl_rgb.safetensors", "sparsectrl_scribble.ckpt"])
+def test_the_layout_files_are_checked_against_is_comfyuis_read_off_torchs_own_layers(fixtures_dir, name):
+    """Newer ComfyUIs' layers make their weights only when loaded (dynamic VRAM), so the expected layout comes from
+    torch's own layers in ComfyUI's ControlNet: here it is the one ComfyUI's ops give."""
+    import comfy.ops
+    from animatediff.motion_module.formats import MOTION_KEY, read_state_dict
+    from animatediff.patching.sparse_ctrl import PLAIN_OPS, _control_net, _unet_config
+    spatial = {k: v for k, v in read_state_dict(fixtures_dir / "small" / name).items() if not MOTION_KEY.match(k)}
+    config, latent_hints = _unet_config(spatial, name), "controlnet_cond_embedding.weight" in spatial
+    with torch.device("meta"):
+        nets = [_control_net(config, 5 if latent_hints else 3, latent_hints, ops)
+                for ops in (PLAIN_OPS, comfy.ops.manual_cast)]
+    plain, comfys = ({k: v.shape for k, v in net.state_dict().items()} for net in nets)
+    assert plain == comfys and len(plain) > 300
