@@ -19,7 +19,7 @@ from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.nodes.folders import ADAPTERS, LORAS, MOTION_LORAS, register_model_folders
 from animatediff.nodes.lora import DomainAdapter, MotionLoRA
 from animatediff.patching.motion import KEY, MotionLayer, apply_motion_model
-from make_fixtures import motion_lora_state_dict
+from random_weights import motion_lora_state_dict
 
 SMALL = (32, 64, 128, 128)
 TEMPORAL_PROJECTIONS = 21 * 2 * 4  # v2 modules × attention blocks × (q, k, v, out)

@@ -281,7 +281,7 @@ def test_autoselect_samples_animatelcm_as_it_was_distilled(base, animatelcm):
 def test_animatelcm_animates_64_frames_without_windows_as_a_file_with_the_tables_would(base, animatelcm, tmp_path):
     """The tables AnimateLCM's files leave out are built from the formula: a copy of the file that holds them
     samples the same 40 frames; past 64 frames the message asks for context windows."""
-    from make_fixtures import sinusoidal_pe
+    from random_weights import sinusoidal_pe
     sd = {k: v for k, v in animatelcm.model.state_dict().items() if "pos_encoder" not in k}
     tables = {k: sinusoidal_pe(64, v.shape[-1]) for k, v in animatelcm.model.state_dict().items() if "pos_encoder" in k}
     safetensors.torch.save_file(sd | tables, tmp_path / "with_tables.safetensors")

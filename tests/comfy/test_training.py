@@ -30,7 +30,7 @@ from animatediff.nodes.training import CameraAugment, TrainMotionLoRA
 from animatediff.patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
 from animatediff.patching.training import encode_clips, train_motion_lora
 from comfy_server import ui_to_api
-from make_fixtures import motion_lora_state_dict
+from random_weights import motion_lora_state_dict
 
 SMALL = (32, 64, 128, 128)
 FRAMES = 4

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import detect_spec, load_motion_model
-from make_fixtures import motion_module_state_dict
+from random_weights import motion_module_state_dict
 
 SMALL = (32, 64, 128, 128)
 REAL = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)

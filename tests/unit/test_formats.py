@@ -11,7 +11,7 @@ from torch import nn
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
 from animatediff.motion_module.model import MotionModel
-from make_fixtures import image_encoder_shapes, motion_module_state_dict, sinusoidal_pe
+from random_weights import image_encoder_shapes, motion_module_state_dict, sinusoidal_pe
 
 SMALL = (32, 64, 128, 128)
 FULL = {"v1": (24, None, 20), "v2": (32, 1280, 21), "v3": (32, None, 20)}

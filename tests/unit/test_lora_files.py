@@ -10,7 +10,7 @@ from animatediff.errors import ModelFileError
 from animatediff.lora import (FileKind, MotionLoRA, add_to_stack, file_kind, fit_domain_adapter, fit_motion_lora,
                               parse_domain_adapter, parse_motion_lora, target_key)
 from animatediff.motion_module import read_state_dict
-from make_fixtures import domain_adapter_state_dict, motion_lora_state_dict, motion_module_state_dict
+from random_weights import domain_adapter_state_dict, motion_lora_state_dict, motion_module_state_dict
 
 SMALL = (32, 64, 128, 128)
 MOTION_KEY = re.compile(r"^(down_blocks\.[0-3]|up_blocks\.[0-3]|mid_block)\.motion_modules\.[0-2]\.temporal_transformer"
