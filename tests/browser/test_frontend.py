@@ -388,6 +388,21 @@ def test_warning_when_cameractrl_would_get_more_than_16_frames_at_a_time(page):
     assert wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", True) == (
         "24 frames, but CameraCtrl's pose encoder takes at most 16 at a time: add Context Windows (AnimateDiff) "
         "with context_length 16 or less, or use fewer frames.")
+    page.evaluate(f"""() => {{
+        const find = {FIND_NODE};
+        const camera = find("AnimateDiff_ApplyCameraCtrl"), sampler = find("AnimateDiff_Sampler");
+        const context = LiteGraph.createNode("AnimateDiff_ContextWindows");
+        context.pos = [3000, 3000];
+        app.graph.add(context);
+        camera.connect(0, context, 0);
+        context.connect(0, sampler, 0);
+        app.graph.setDirtyCanvas(true, true);
+    }}""")
+    wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", False)  # windows of 16
+    set_widget(page, "AnimateDiff_ContextWindows", "context_length", 20)
+    assert wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", True) == (
+        "context_length=20, but CameraCtrl's pose encoder takes at most 16 frames at a time: set context_length "
+        "to 16 or less.")
 
 
 def test_queue_from_the_page_shows_the_animation(page, server, screenshots):
