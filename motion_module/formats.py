@@ -96,9 +96,10 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
                     "Put it in models/controlnet and load it with AnimateDiff_LoadSparseCtrl; v3's motion module "
                     "is v3_sd15_mm.ckpt.")
         return "a ControlNet in diffusers' format, not a motion module", "Load it with the core ControlNet loader."
-    if has("motion_modules.") and (has(".attn1.to_q") or has("pos_embed.pe")):
-        return ("a motion adapter in diffusers' format, which this pack does not read yet",
-                "Use the original .ckpt/.safetensors release of the motion module.")
+    if has("motion_modules.") and has(".resnets."):
+        return ("a whole UNet with motion modules in diffusers' format (UNetMotionModel), not a motion module",
+                "Use the motion adapter alone (a MotionAdapter's diffusion_pytorch_model.safetensors) or the "
+                "original release of the motion module.")
     if any(has(p) for p in ("_lora.", "lora_up.", "lora_down.", ".lora_A.", "lora_unet_")):
         if has("motion_modules."):
             return "a MotionLoRA, not a motion module", "Load it with the AnimateDiff_MotionLoRA node."
@@ -111,9 +112,47 @@ def _foreign_kind(keys) -> tuple[str, str] | None:
     return None
 
 
+# diffusers' MotionAdapter names a module's parts its own way (its converter's renames, inverted)
+DIFFUSERS_MODULE = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
+DIFFUSERS_PARTS = (("transformer_blocks.0.attn1.", "transformer_blocks.0.attention_blocks.0."),
+                   ("transformer_blocks.0.attn2.", "transformer_blocks.0.attention_blocks.1."),
+                   ("transformer_blocks.0.norm1.", "transformer_blocks.0.norms.0."),
+                   ("transformer_blocks.0.norm2.", "transformer_blocks.0.norms.1."),
+                   ("transformer_blocks.0.norm3.", "transformer_blocks.0.ff_norm."))
+DIFFUSERS_TABLE = "transformer_blocks.0.pos_embed.pe"
+
+
+def original_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A motion adapter in diffusers' format (MotionAdapter) under the original release's names; other files as
+    they are. diffusers keeps one positional table per module, which both attentions add: the original's two
+    tables are copies of it. (diffusers' own module normalises over all frames before its projection, where the
+    original normalises each frame; the renamed weights run as the original, with which they were trained.)"""
+    keys = list(state_dict)
+    diffusers = any(DIFFUSERS_MODULE.match(k) and ".transformer_blocks." in k for k in keys) and not any(
+        ".temporal_transformer." in k for k in keys)
+    if not diffusers:
+        return state_dict
+    renamed = {}
+    for key, value in state_dict.items():
+        match = DIFFUSERS_MODULE.match(key)
+        if not match:  # PIA's conv_in; anything else the layout check names
+            renamed[key] = value
+            continue
+        block, index, part = match.groups()
+        prefix = f"{block}.motion_modules.{index}.temporal_transformer."
+        if part == DIFFUSERS_TABLE:
+            for attention in (0, 1):
+                renamed[f"{prefix}transformer_blocks.0.attention_blocks.{attention}.pos_encoder.pe"] = value
+            continue
+        old, new = next(((o, n) for o, n in DIFFUSERS_PARTS if part.startswith(o)), ("", ""))
+        renamed[prefix + new + part[len(old):]] = value
+    return renamed
+
+
 def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> MotionModelSpec:
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
+    state_dict = original_names(state_dict)
     spec = _spec_from_keys(state_dict, path)
     check_layout(_described(spec), _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
@@ -259,7 +298,7 @@ def _narrows(source: torch.dtype, target: torch.dtype) -> bool:
 
 def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> MotionModel:
     """Reads, checks and builds the motion model of a file; weights are cast to `dtype` when given."""
-    original = read_state_dict(path)
+    original = original_names(read_state_dict(path))
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)

@@ -10,7 +10,8 @@ CATEGORY = "AnimateDiff"
 
 class LoadMotionModule:
     DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3), AnimateLCM's (t2v or i2v) or PIA's, .ckpt "
-                   "or .safetensors, from models/animatediff_models; its version is told from the file's weights.")
+                   "or .safetensors (also diffusers' MotionAdapter files), from models/animatediff_models; its "
+                   "version is told from the file's weights.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOTION_MODEL",)
     OUTPUT_TOOLTIPS = ("The motion module, to connect to AnimateDiff_ApplyMotionModule.",)

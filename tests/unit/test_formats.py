@@ -251,3 +251,49 @@ def test_fp8_weights_load_and_are_checked(fixtures_dir, tmp_path):
     safetensors.torch.save_file(broken, tmp_path / "broken.safetensors")
     with pytest.raises(ModelFileError, match="NaN or infinite values"):
         load_motion_model(tmp_path / "broken.safetensors")
+
+
+def in_diffusers_names(sd: dict) -> dict:
+    """An original-format motion module as diffusers' converter (convert_animatediff_motion_module_to_diffusers.py)
+    saves it as a MotionAdapter: `temporal_transformer.` dropped, attention_blocks.0/1 → attn1/attn2, norms.0/1 →
+    norm1/norm2, ff_norm → norm3, and one positional table per module (`transformer_blocks.0.pos_embed.pe`)."""
+    renames = [("temporal_transformer.", ""), ("attention_blocks.0.pos_encoder.pe", "pos_embed.pe"),
+               ("attention_blocks.0.", "attn1."), ("attention_blocks.1.", "attn2."), ("norms.0.", "norm1."),
+               ("norms.1.", "norm2."), ("ff_norm.", "norm3.")]
+    out = {}
+    for key, value in sd.items():
+        if key.endswith("attention_blocks.1.pos_encoder.pe"):
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value.clone()
+    return out
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "pia"])
+def test_a_motion_adapter_in_diffusers_format_loads_as_its_original_release(tmp_path, version):
+    original = motion_module_state_dict(version, SMALL, seed=5, dtype=torch.float32)
+    diffusers = in_diffusers_names(original)
+    modules = sum(k.endswith(".attention_blocks.1.pos_encoder.pe") for k in original)
+    assert len(diffusers) == len(original) - modules and not any("temporal" in k for k in diffusers)
+    safetensors.torch.save_file(original, tmp_path / "original.safetensors")
+    safetensors.torch.save_file(diffusers, tmp_path / "diffusion_pytorch_model.safetensors")
+    assert detect_spec(diffusers) == detect_spec(original)
+    ours = load_motion_model(tmp_path / "diffusion_pytorch_model.safetensors").state_dict()
+    theirs = load_motion_model(tmp_path / "original.safetensors").state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_diffusers_files_that_are_not_a_motion_adapter_are_named(tmp_path):
+    adapter = in_diffusers_names(motion_module_state_dict("v2", SMALL, dtype=torch.float32))
+    t = torch.zeros(4, 4)
+    whole = {**adapter, "down_blocks.0.resnets.0.conv1.weight": t, "conv_in.weight": torch.zeros(32, 4, 3, 3)}
+    assert "whole UNet with motion modules in diffusers' format" in refusal(tmp_path, "unet.safetensors", whole)
+    peft = {"down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_A.weight": t,
+            "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_B.weight": t.clone()}
+    assert "a MotionLoRA, not a motion module" in refusal(tmp_path, "lora.safetensors", peft)
+    converted_lora = {"unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight":
+                      t}
+    assert "a MotionLoRA, not a motion module" in refusal(tmp_path, "lora2.safetensors", converted_lora)
+    sdxl = {k: v for k, v in adapter.items() if not k.startswith(("down_blocks.3", "up_blocks.3", "mid_block"))}
+    assert "SDXL" in refusal(tmp_path, "sdxl.safetensors", sdxl)
