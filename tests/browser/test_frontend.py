@@ -29,9 +29,11 @@ SET_WIDGET = f"""([type, name, value, redraw]) => {{
     widget.callback?.(value, app.canvas, node);  // what a widget does when a user changes it
     if (redraw) app.graph.setDirtyCanvas(true, true);
 }}"""
-INSERT_CONTEXT_WINDOWS = f"""(pos = [880, 470]) => {{
+# Puts a Context Windows node between a node (Apply Motion Module unless named) and the sampler.
+INSERT_CONTEXT_WINDOWS = f"""(where) => {{
+    const [pos, after] = where ?? [[880, 470], "AnimateDiff_ApplyMotionModule"];
     const find = {FIND_NODE};
-    const apply = find("AnimateDiff_ApplyMotionModule"), sampler = find("AnimateDiff_Sampler");
+    const apply = find(after), sampler = find("AnimateDiff_Sampler");
     const context = LiteGraph.createNode("AnimateDiff_ContextWindows");
     context.pos = pos;
     app.graph.add(context);
@@ -388,16 +390,7 @@ def test_warning_when_cameractrl_would_get_more_than_16_frames_at_a_time(page):
     assert wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", True) == (
         "24 frames, but CameraCtrl's pose encoder takes at most 16 at a time: add Context Windows (AnimateDiff) "
         "with context_length 16 or less, or use fewer frames.")
-    page.evaluate(f"""() => {{
-        const find = {FIND_NODE};
-        const camera = find("AnimateDiff_ApplyCameraCtrl"), sampler = find("AnimateDiff_Sampler");
-        const context = LiteGraph.createNode("AnimateDiff_ContextWindows");
-        context.pos = [3000, 3000];
-        app.graph.add(context);
-        camera.connect(0, context, 0);
-        context.connect(0, sampler, 0);
-        app.graph.setDirtyCanvas(true, true);
-    }}""")
+    page.evaluate(INSERT_CONTEXT_WINDOWS, [[3000, 3000], "AnimateDiff_ApplyCameraCtrl"])
     wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", False)  # windows of 16
     set_widget(page, "AnimateDiff_ContextWindows", "context_length", 20)
     assert wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", True) == (
@@ -482,7 +475,7 @@ def test_timeline_in_the_vue_node_design(page, screenshots):
     page.evaluate(SET_VUE_NODES, True)
     try:
         load_tiny_txt2vid(page, frames=40)
-        page.evaluate(INSERT_CONTEXT_WINDOWS, [3000, 3000])  # away from the other nodes
+        page.evaluate(INSERT_CONTEXT_WINDOWS, [[3000, 3000], "AnimateDiff_ApplyMotionModule"])  # away from the rest
         page.evaluate("""() => {  // and in view
             const ds = app.canvas.ds;
             ds.offset[0] = 600 / ds.scale - 3000;
