@@ -81,11 +81,9 @@ class CameraCtrl(nn.Module):
     def channels(self) -> tuple[int, ...]:
         return self.pose_encoder.channels
 
-    def merge_for(self, module: str) -> tuple[nn.Module, int] | None:
-        """The merge layer of a motion module (by its name in the motion model) and the level it takes."""
-        if module not in self.places:
-            return None
-        return self.qkv_merge[_layer_name(module)], self.places[module][1]
+    def merge_for(self, module: str) -> nn.Module:
+        """The merge layer of a motion module of `places` (by its name in the motion model)."""
+        return self.qkv_merge[_layer_name(module)]
 
 
 def load_camera_ctrl(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> CameraCtrl:
@@ -107,7 +105,7 @@ def file_key(key: str, model: CameraCtrl) -> str:
     if key.startswith("pose_encoder."):
         return key.removeprefix("pose_encoder.")
     layer, param = key.removeprefix("qkv_merge.").rsplit(".", 1)
-    module = next(m for m in model.places if _layer_name(m) == layer)
+    module = next(m for m in model.places if _layer_name(m) == layer)  # the one a ModuleDict key stands for
     return module + MERGE_SUFFIX + param
 
 

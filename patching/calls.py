@@ -19,9 +19,9 @@ def with_call_options(args: tuple, kwargs: dict, options: dict) -> tuple[tuple, 
     return args, {**kwargs, "transformer_options": options}
 
 
-def compute_dtype(executor) -> torch.dtype:
-    """The dtype the model of an APPLY_MODEL wrapper computes in, as BaseModel._apply_model casts to it."""
-    model = executor.class_obj
+def compute_dtype(model) -> torch.dtype:
+    """The dtype a BaseModel computes in (an APPLY_MODEL wrapper's executor.class_obj), as its _apply_model casts
+    to it: fp8-stored weights run with manual casting."""
     return model.manual_cast_dtype or model.get_dtype()
 
 

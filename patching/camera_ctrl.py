@@ -71,7 +71,8 @@ class CameraCondition(SamplingCache):
         the same camera, past the bottom and right, and each level's feature is cut to the UNet's size there."""
         key = (tuple(frames), height, width, device, dtype)
         if key not in self.cache:
-            padded = [-(-side // 8) * 8 * PIXELS_PER_LATENT for side in (height, width)]
+            halvings = 2 ** (LEVELS - 1)  # the latent's sides rounded up to a multiple of this, in pixels
+            padded = [-(-side // halvings) * halvings * PIXELS_PER_LATENT for side in (height, width)]
             plucker = plucker_embedding(self.poses, frames, height * PIXELS_PER_LATENT, width * PIXELS_PER_LATENT,
                                         device, grid=tuple(padded))
             levels = self.camera_ctrl.model.pose_encoder(plucker.to(dtype), len(frames), attention_pytorch)
@@ -97,13 +98,11 @@ class CameraCondition(SamplingCache):
                                    f"≤ {POSE_FRAMES} (16 as CameraCtrl was trained), or make fewer frames.")
         frames, _ = call_frames(options, count)
         videos = x.shape[0] // count
-        levels = [f.repeat(videos, 1, 1, 1) for f in self.features(frames, *x.shape[-2:], x.device,
-                                                                     compute_dtype(executor))]
+        features = self.features(frames, *x.shape[-2:], x.device, compute_dtype(executor.class_obj))
+        levels = [f.repeat(videos, 1, 1, 1) for f in features]
         model = self.camera_ctrl.model
-        inputs = {}
-        for module in model.places:
-            merge, level = model.merge_for(module)
-            inputs[module] = CameraInput(merge, levels[level], self.strength)
+        inputs = {module: CameraInput(model.merge_for(module), levels[level], self.strength)
+                  for module, (_, level) in model.places.items()}
         ours = {**options.get(KEY, {}), "camera": CameraCall(inputs)}
         args, kwargs = with_call_options(args, kwargs, {**options, KEY: ours})
         return executor(x, *args, **kwargs)

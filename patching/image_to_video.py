@@ -37,7 +37,7 @@ class ReferenceImage(SamplingCache):
         options = call_options(args, kwargs)
         frames = frames_in_call(x, options)
         videos = x.shape[0] // frames
-        per_frame = self.features(frames, *x.shape[-2:], x.device, compute_dtype(executor))
+        per_frame = self.features(frames, *x.shape[-2:], x.device, compute_dtype(executor.class_obj))
         ours = {**options.get(KEY, {}), "image_features": {k: f.repeat(videos, 1, 1, 1) for k, f in per_frame.items()}}
         args, kwargs = with_call_options(args, kwargs, {**options, KEY: ours})
         return executor(x, *args, **kwargs)

@@ -48,7 +48,8 @@ class PictureCondition(SamplingCache):
         if length is not None and self.picture_frame >= length:
             raise AnimateDiffError(f"AnimateDiff_PIAImage: picture_frame={self.picture_frame}, but the video has "
                                    f"{length} frames (0 to {length - 1}). Choose a frame of the video.")
-        self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, compute_dtype(executor))
+        dtype = compute_dtype(executor.class_obj)
+        self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, dtype)
         try:
             return executor(x, *args, **kwargs)
         finally:

@@ -14,6 +14,7 @@ import torch
 from ..errors import AnimateDiffError
 from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_square, split_clips,
                              temporal_attention_layers, train)
+from .calls import compute_dtype
 from .motion import BetaSchedule, apply_motion_model
 
 
@@ -103,8 +104,7 @@ def caption_of(positive) -> torch.Tensor:
 def unet_of(patched, context: torch.Tensor):
     """model(x_t, t): the loaded, patched UNet's raw output for one video (batch = frames) on the caption."""
     unet = patched.model.diffusion_model
-    # The dtype ComfyUI's own _apply_model computes in: fp8-stored weights run with manual casting.
-    dtype = patched.model.manual_cast_dtype or patched.model.get_dtype()
+    dtype = compute_dtype(patched.model)
     options = dict(patched.model_options["transformer_options"])
     # What ComfyUI's sampler adds before each UNet call: the patcher's wrappers, and which chunk is cond.
     options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(patched.wrappers)

@@ -39,7 +39,7 @@ def test_the_pose_encoder_and_the_merge_match_the_reference(fixtures_dir, monkey
     name = "up_blocks.2.motion_modules.1"  # takes level 1: 64 channels, 4×8 here
     feature = features[1].repeat(2, 1, 1, 1)  # cond and uncond
     x = torch.randn(feature.shape, generator=torch.Generator().manual_seed(frames))
-    merge, level = model.merge_for(name)
+    merge, level = model.merge_for(name), model.places[name][1]
     with torch.no_grad():
         out = motion.get_submodule(name)(x, frames, camera=CameraInput(merge, feature, 0.7))
     pose = (weights[name + MERGE + ".weight"], weights[name + MERGE + ".bias"], feature, 0.7)
