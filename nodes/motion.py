@@ -2,7 +2,7 @@
 import folder_paths
 
 from ..patching.effect import MotionEffect
-from ..patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
+from ..patching.motion import ActingRange, BetaSchedule, apply_motion_model, load_motion_model_file
 from .folders import MOTION_MODELS
 
 CATEGORY = "AnimateDiff"
@@ -61,12 +61,20 @@ class ApplyMotionModule:
                 "effect_mask": ("MASK", {"tooltip": "Where (white) the motion module acts, times effect; black "
                                 "areas are left as the image model makes them. One mask for every frame, or one "
                                 "per frame (then also when)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                    "When in the sampling the motion module starts to act, as ControlNet's start_percent: 0 from "
+                    "the first step. Before it each frame is the image model's own, unmixed over time."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                    "When it stops: 1 to the last step; e.g. 0.8 leaves the last, detail-making steps to the "
+                    "image model alone (those steps also run faster)."}),
             },
         }
 
     def apply(self, model, motion_model, motion_lora=None, motion_scale=1.0,
-              beta_schedule=BetaSchedule.AUTOSELECT, effect=1.0, effect_mask=None):
+              beta_schedule=BetaSchedule.AUTOSELECT, effect=1.0, effect_mask=None, start_percent=0.0,
+              end_percent=1.0):
         if effect_mask is not None and effect_mask.ndim == 2:  # one (height, width) mask
             effect_mask = effect_mask[None]
         effect = MotionEffect(effect, None if effect_mask is None else effect_mask.float().cpu())
-        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora, effect),)
+        acting = ActingRange(start_percent, end_percent)
+        return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora, effect, acting),)

@@ -9,7 +9,9 @@
 - the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
   starts that no node placed after this one replaced it;
 - an effect_mask's maps are made per call by an APPLY_MODEL wrapper (patching/effect.py), and so are
-  CameraCtrl's pose features (patching/camera_ctrl.py).
+  CameraCtrl's pose features (patching/camera_ctrl.py);
+- start_percent / end_percent: an APPLY_MODEL wrapper marks the calls outside that part of the sampling, and
+  the motion layers and v1's frame-wide norms sit those out (ActingRange).
 """
 import functools
 from dataclasses import dataclass
@@ -27,11 +29,12 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 from ..errors import AnimateDiffError
 from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
 from ..motion_module.layers import MotionModule
-from .calls import call_options, frames_in_call
+from .calls import call_options, frames_in_call, with_call_options
 from .effect import MotionEffect, blend
 from .lora import motion_lora_patcher
 
 KEY = "animatediff"
+IDLE = "idle"  # in a call's transformer_options[KEY]: outside start_percent–end_percent, the module sits out
 
 
 @dataclass
@@ -86,6 +89,8 @@ class MotionLayer(torch.nn.Module):
         frames = frames_in_call(x, transformer_options)
         check_frames_fit(frames, module.max_frames, "this motion module")
         options = transformer_options.get(KEY, {})
+        if options.get(IDLE):
+            return x
         # Temporal attention is many (b·h·w) short (≤ 32 frames) sequences: PyTorch's SDPA suits that shape on
         # every device, where ComfyUI's global pick is tuned for long spatial sequences (on a CPU its
         # sub-quadratic kernel is 3-4× slower here). User overrides still apply through transformer_options;
@@ -121,7 +126,9 @@ class JointGroupNorms:
 
     def track_frames(self, executor, x, *args, **kwargs):
         """The DIFFUSION_MODEL wrapper."""
-        outer, self.frames = self.frames, frames_in_call(x, call_options(args, kwargs))
+        options = call_options(args, kwargs)
+        idle = options.get(KEY, {}).get(IDLE)  # outside start_percent–end_percent: the image model's own norms
+        outer, self.frames = self.frames, None if idle else frames_in_call(x, options)
         try:
             return executor(x, *args, **kwargs)
         finally:
@@ -296,11 +303,42 @@ class ScheduleKept:
         return executor(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class ActingRange:
+    """The part of the sampling the motion module acts in, in ComfyUI's percent of the model's timesteps (as
+    ControlNet's and ConditioningSetTimestepRange's start/end: a call at sigma s is inside when
+    sigma(end) <= s <= sigma(start)). Outside it, each frame is the image model's alone."""
+    start_percent: float
+    end_percent: float
+
+    def __post_init__(self):
+        if not 0 <= self.start_percent <= self.end_percent <= 1:
+            raise AnimateDiffError(f"start_percent ({self.start_percent}) and end_percent ({self.end_percent}) "
+                                   "must satisfy 0 <= start_percent <= end_percent <= 1: the motion module acts "
+                                   "from start_percent of the sampling to end_percent.")
+
+    @property
+    def whole(self) -> bool:
+        return self.start_percent == 0 and self.end_percent == 1
+
+    def for_call(self, executor, x, *args, **kwargs):
+        """APPLY_MODEL wrapper: a call outside the range tells the motion layers to sit out."""
+        sampling = executor.class_obj.model_sampling
+        t = args[0] if args else kwargs["t"]
+        sigma = float(t.reshape(-1)[0])  # a call's batch shares one sigma in ComfyUI's samplers
+        if sampling.percent_to_sigma(self.end_percent) <= sigma <= sampling.percent_to_sigma(self.start_percent):
+            return executor(x, *args, **kwargs)
+        options = call_options(args, kwargs)
+        args, kwargs = with_call_options(args, kwargs, {**options, KEY: {**options.get(KEY, {}), IDLE: True}})
+        return executor(x, *args, **kwargs)
+
+
 def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None,
-                       effect: MotionEffect | None = None):
+                       effect: MotionEffect | None = None, acting: ActingRange | None = None):
     """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples; a
     MOTION_LORA stack goes onto a clone of the motion module's own patcher, merged while it is loaded.
-    `effect` blends each motion layer's output with its input (None: the output, as the original)."""
+    `effect` blends each motion layer's output with its input (None: the output, as the original); `acting`
+    limits the module to part of the sampling (None: all of it)."""
     unet = model.model.diffusion_model
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
@@ -317,7 +355,9 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule, motion.spec)
     wrappers = comfy.patcher_extension.WrappersMP
-    patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's effect_mask
+    patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's range, mask
+    if acting is not None and not acting.whole:
+        patched.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, acting.for_call)
     if effect is not None and effect.mask is not None:  # after with_beta_schedule, which clears KEY's OUTER_SAMPLE
         patched.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, effect.for_call)
         patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, effect.forget_after_sampling)

@@ -20,7 +20,7 @@ def test_object_info_lists_the_nodes_with_the_contract_inputs(server):
     apply = info["AnimateDiff_ApplyMotionModule"]
     assert apply["input_order"] == {"required": ["model", "motion_model"],
                                     "optional": ["motion_lora", "motion_scale", "beta_schedule", "effect",
-                                                 "effect_mask"]}
+                                                 "effect_mask", "start_percent", "end_percent"]}
     assert apply["input"]["optional"]["motion_scale"][1]["default"] == 1.0
     assert apply["input"]["optional"]["beta_schedule"][1]["default"] == "autoselect"
     sampler = info["AnimateDiff_Sampler"]
