@@ -162,6 +162,9 @@ def joint_groupnorms(unet) -> list[torch.nn.Module]:
     return [norm for resnet in resnets for norm in (resnet.in_layers[0], resnet.out_layers[0])] + [unet.out[0]]
 
 
+LAYER_NAME = "animatediff_motion"  # a motion layer's name among its block's children
+
+
 def insertion_index(block) -> int:
     """After the block's spatial transformer, or its resnet when it has none; before any down/upsampler."""
     layers = list(block)
@@ -169,6 +172,22 @@ def insertion_index(block) -> int:
     if attentions:
         return attentions[-1] + 1
     return next(i for i, m in enumerate(layers) if isinstance(m, ResBlock)) + 1
+
+
+def insert_named(block: torch.nn.Sequential, index: int, layer: torch.nn.Module):
+    """Puts `layer` at `index` in the block's order under its own name, where Sequential.insert would renumber
+    the children after it: while this model stays loaded the UNet is shared, and a LoRA, a merge or a save
+    through another patcher reads its state_dict keys (middle_block.2.…) by those numbers."""
+    if hasattr(block, LAYER_NAME):  # ComfyUI ejects one clone's injections before it loads another clone
+        raise AnimateDiffError("A UNet block already holds a motion layer that ComfyUI did not take out: another "
+                               "model sharing this UNet still has it in. Free the models (Unload Models, or restart "
+                               "ComfyUI) and queue again.")
+    later = list(block.named_children())[index:]
+    for name, _ in later:
+        delattr(block, name)
+    block.add_module(LAYER_NAME, layer)
+    for name, child in later:
+        block.add_module(name, child)
 
 
 class MotionInjection:
@@ -186,7 +205,7 @@ class MotionInjection:
     def inject(self, patcher):
         unet = patcher.model.diffusion_model
         for place, module, block in self._targets(unet):
-            block.insert(insertion_index(block), MotionLayer(module, place.motion_key))
+            insert_named(block, insertion_index(block), MotionLayer(module, place.motion_key))
         if self.joint_norms is not None:
             for norm in joint_groupnorms(unet):
                 self.hooks += [norm.register_forward_pre_hook(self.joint_norms.to_joint),
@@ -195,9 +214,8 @@ class MotionInjection:
     def eject(self, patcher):
         unet = patcher.model.diffusion_model
         for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-            for i in reversed(range(len(block))):
-                if isinstance(block[i], MotionLayer):
-                    del block[i]
+            if isinstance(getattr(block, LAYER_NAME, None), MotionLayer):
+                delattr(block, LAYER_NAME)  # the others keep their names and order
         for hook in self.hooks:
             hook.remove()
         self.hooks = []

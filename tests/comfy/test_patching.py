@@ -1,9 +1,12 @@
 """The motion module inside a real in-process ComfyUI: placement, ejection, base model untouched."""
 import copy
 
+import comfy.lora
 import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
+import comfy.sd
+import comfy.utils
 import pytest
 import safetensors.torch
 import torch
@@ -86,6 +89,27 @@ def test_base_model_is_untouched_by_animated_runs(base, motion, fixtures_dir):
     assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
     on_disk = read_state_dict(fixtures_dir / "small" / "mm_v2.safetensors")
     assert all(torch.equal(on_disk[k], v) for k, v in motion["v2"].model.state_dict().items())
+
+
+def test_the_unets_names_stay_while_an_animated_model_is_loaded(base, motion, tmp_path):
+    """ComfyUI keeps the last sampled model loaded, with its motion layers in the UNet it shares with the
+    checkpoint's model: a LoRA or a merge through another patcher, or a save, reads the UNet's names meanwhile."""
+    unet = base.model.diffusion_model
+    names, lora_keys = list(unet.state_dict()), comfy.lora.model_lora_keys_unet(base.model, {})
+    for version in ("v1", "v2", "v3"):
+        animated = apply_motion_model(base, motion[version], 1.0, "autoselect")  # kept, as in ComfyUI's node cache
+        ksample(animated, steps=1)
+        assert motion_layers(unet)  # still in
+        assert list(unet.state_dict()) == names
+        assert comfy.lora.model_lora_keys_unet(base.model, {}) == lora_keys
+    weights = unet_state(base)
+    comfy.sd.save_checkpoint(str(tmp_path / "animated.safetensors"), apply_motion_model(base, motion["v2"], 1.0,
+                                                                                          "autoselect"))
+    saved = comfy.utils.load_torch_file(str(tmp_path / "animated.safetensors"))
+    unet_part = {k.removeprefix("model.diffusion_model."): v for k, v in saved.items()
+                 if k.startswith("model.diffusion_model.")}
+    assert sorted(unet_part) == sorted(names) and all(torch.equal(unet_part[k], weights[k]) for k in names)
+    comfy.model_management.unload_all_models()
 
 
 def test_animation_differs_from_the_image_model_and_between_versions(base, motion):
