@@ -72,6 +72,24 @@ def refuse_core_windows(model_options: dict):
             "per-frame prompts and ControlNet hints to each window).")
 
 
+def refuse_call_to_call_state(model_options: dict, frames: int, length: int):
+    """Core nodes that carry something from one UNet call to the next take each window's call for the whole
+    video's, and would hand one window's frames another's."""
+    post_cfg = model_options.get("sampler_post_cfg_function", [])
+    if any(getattr(f, "__module__", None) == "comfy_extras.nodes_sag" for f in post_cfg):
+        raise AnimateDiffError(
+            f"Self-Attention Guidance (SAG) cannot sample in context windows: it blurs all {frames} frames by the "
+            f"attention map of the UNet's last call, which holds only the last window's {length}. Remove the "
+            "SelfAttentionGuidance node, or make at most context_length frames.")
+    easycache = comfy.patcher_extension.get_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                              "easycache", model_options, is_model_options=True)
+    if easycache:
+        raise AnimateDiffError(
+            "EasyCache cannot sample in context windows: it keeps one cached change per prompt and would hand one "
+            "window's to the next window's frames. Use LazyCache (it caches the whole video's prediction), or "
+            "remove EasyCache.")
+
+
 def estimate_one_window(executor, model, noise_shape, conds, *args, **kwargs):
     """PREPARE_SAMPLING wrapper: the UNet never sees more than one window's frames, so ComfyUI should plan
     (and free) memory for that many, not for the whole video."""
@@ -80,6 +98,8 @@ def estimate_one_window(executor, model, noise_shape, conds, *args, **kwargs):
     if settings is not None:
         refuse_core_windows(model_options)
         check_motion_fits(model, settings["context_length"], noise_shape[0])
+        if noise_shape[0] > settings["context_length"]:
+            refuse_call_to_call_state(model_options, noise_shape[0], settings["context_length"])
         noise_shape = [min(noise_shape[0], settings["context_length"]), *noise_shape[1:]]
     return executor(model, noise_shape, conds, *args, **kwargs)
 

@@ -340,3 +340,21 @@ def test_peak_memory_of_a_step_depends_on_context_length_not_frames(base, motion
     print(f"\npeak tensor MB of a step, v2 + context_length 16: {with_}; image UNet without windows: {without}")
     assert without[128] > 3 * without[16]  # without windows the step's memory grows with the frames
     assert with_[64] <= 1.10 * with_[16] and with_[128] <= 1.10 * with_[16]  # with them it stays flat
+
+
+def test_core_nodes_that_carry_one_calls_state_to_the_next_are_refused_with_windows(base, motion):
+    """SAG blurs the video by the attention map of the last UNet call, EasyCache reuses a prompt's last change:
+    with windows, one window's. Both are fine when the video fits one window; LazyCache caches whole steps."""
+    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
+    from comfy_extras.nodes_sag import SelfAttentionGuidance
+
+    windowed = with_windows(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), 8, 2, "uniform_standard")
+    sag = SelfAttentionGuidance.execute(windowed, 0.5, 2.0)[0]
+    with pytest.raises(AnimateDiffError, match=r"Self-Attention Guidance \(SAG\).*all 12 frames.*window's 8"):
+        ksample(sag, frames=12, steps=1, size=16)
+    assert torch.isfinite(ksample(sag, frames=8, steps=1, size=16)).all()
+    easycache = EasyCacheNode.execute(windowed, 0.2, 0.0, 1.0, False)[0]
+    with pytest.raises(AnimateDiffError, match="EasyCache cannot sample in context windows.*LazyCache"):
+        ksample(easycache, frames=12, steps=1)
+    never_reusing = LazyCacheNode.execute(windowed, 0.0, 0.0, 1.0, False)[0]
+    assert torch.equal(ksample(never_reusing, frames=12, steps=3), ksample(windowed, frames=12, steps=3))
