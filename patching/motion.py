@@ -281,8 +281,9 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     requested = schedule
     current = patcher.get_model_object("model_sampling")
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
-        raise AnimateDiffError(f"beta_schedule={schedule} needs a discrete-time model; this model samples "
-                               f"with {type(current).__name__}. Use beta_schedule=use_existing.")
+        raise AnimateDiffError(f"beta_schedule={schedule} sets betas, which only a discrete-time model has; this "
+                               "model samples in continuous time (set by a node such as ModelSamplingContinuousEDM "
+                               "or ModelSamplingContinuousV). Use beta_schedule=use_existing to keep that.")
     sampling, linear_end = type(current), 0.012
     if schedule == BetaSchedule.AUTOSELECT:
         if spec.version in LCM_SCHEDULES:  # distilled for LCM sampling on linear betas

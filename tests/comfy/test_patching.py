@@ -232,6 +232,15 @@ def test_a_v_prediction_zero_snr_model_keeps_both_on_the_motion_modules_schedule
     assert ours.sigmas[-1] > 1000  # the terminal sigma of zero SNR, kept finite by ComfyUI
 
 
+def test_a_continuous_time_model_keeps_its_schedule_only_with_use_existing(base, motion):
+    from comfy_extras.nodes_model_advanced import ModelSamplingContinuousEDM
+    (edm,) = ModelSamplingContinuousEDM().patch(base, "eps", 80.0, 0.002)
+    with pytest.raises(AnimateDiffError, match="only a discrete-time model has.*ModelSamplingContinuousEDM"):
+        apply_motion_model(edm, motion["v2"], 1.0, "autoselect")
+    kept = apply_motion_model(edm, motion["v2"], 1.0, "use_existing")
+    assert kept.get_model_object("model_sampling") is edm.get_model_object("model_sampling")
+
+
 def test_a_model_sampling_node_after_apply_is_refused_before_it_washes_the_animation_out(base, motion):
     """Placed after Apply Motion Module, the core ModelSamplingDiscrete would bring back SD1.5's betas; placed
     before it (the test above), or with use_existing, it is what the user asked for."""
