@@ -12,6 +12,7 @@ import comfy.controlnet  # noqa: E402
 import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.ops  # noqa: E402
+import comfy.patcher_extension  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.sd  # noqa: E402
 import comfy.supported_models  # noqa: E402
@@ -74,6 +75,23 @@ def ksample(model, frames=16, seed=1, steps=2, cfg=7.5, sampler="euler", schedul
     (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
                                    latent(frames, size))
     return out["samples"]
+
+
+def probed(model, on_call, kind=comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+    """A clone whose every call of the wrapper `kind` (a UNet call) first runs on_call(the executor's object:
+    the UNet, or for APPLY_MODEL the BaseModel; x, *args, **kwargs). It may return hooks it put on modules for
+    this call, which are removed when the call ends."""
+    clone = model.clone()
+
+    def call(executor, x, *args, **kwargs):
+        hooks = on_call(executor.class_obj, x, *args, **kwargs) or []
+        try:
+            return executor(x, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    clone.add_wrapper_with_key(kind, "test-probe", call)
+    return clone
 
 
 def unet_state(patcher) -> dict[str, torch.Tensor]:

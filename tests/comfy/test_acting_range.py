@@ -4,7 +4,7 @@ import comfy.patcher_extension
 import pytest
 import torch
 
-from comfy_env import ksample
+from comfy_env import ksample, probed
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module.layers import MotionModule
 from animatediff.nodes.context import ContextWindows
@@ -19,21 +19,14 @@ def animated(base, motion, version, start, end, **inputs):
 def record_calls(model, motion, version, record):
     """A clone whose every UNet call records its sigma, how many motion modules ran, and the batch of the
     UNet's last GroupNorm's input as the norm saw it (v1 regroups the frames of a video into one row)."""
-    probed = model.clone()
     modules = [m for m in motion[version].model.modules() if isinstance(m, MotionModule)]
 
-    def call(executor, x, t, *args, **kwargs):
+    def call(base_model, x, t, *args, **kwargs):
         record.append({"sigma": float(t[0]), "ran": 0})
-        norm = executor.class_obj.diffusion_model.out[0]
+        norm = base_model.diffusion_model.out[0]
         hooks = [m.register_forward_hook(lambda *_: record[-1].update(ran=record[-1]["ran"] + 1)) for m in modules]
-        hooks.append(norm.register_forward_pre_hook(lambda m, a: record[-1].update(norm_batch=a[0].shape[0])))
-        try:
-            return executor(x, t, *args, **kwargs)
-        finally:
-            for hook in hooks:
-                hook.remove()
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test-probe", call)
-    return probed
+        return [*hooks, norm.register_forward_pre_hook(lambda m, a: record[-1].update(norm_batch=a[0].shape[0]))]
+    return probed(model, call, comfy.patcher_extension.WrappersMP.APPLY_MODEL)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 import reference
-from comfy_env import conditioning, ksample, unet_state
+from comfy_env import conditioning, ksample, probed, unet_state
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.motion_module import read_state_dict
 from animatediff.motion_module.camera_ctrl import load_camera_ctrl
@@ -56,22 +56,15 @@ def animating(base, motion, camera, poses, strength=1.0, version="v3"):
 
 def record_modules(model, motion, record, names=MODULES):
     """A clone whose every UNet call records each named motion module's input and output, and the call's window."""
-    probed = model.clone()
     modules = {name: motion["v3"].model.get_submodule(name) for name in names}
 
-    def call(executor, x, *args, **kwargs):
+    def call(unet, x, *args, **kwargs):
         options = args[4] if len(args) > 4 else kwargs["transformer_options"]
         entry = {"window": (options.get("ad_params") or {}).get("sub_idxs"), "chunks": len(options["cond_or_uncond"])}
         record.append(entry)
-        hooks = [m.register_forward_hook(lambda m, a, out, name=name: entry.update({name: (a[0], out)}) and None)
-                 for name, m in modules.items()]
-        try:
-            return executor(x, *args, **kwargs)
-        finally:
-            for hook in hooks:
-                hook.remove()
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", call)
-    return probed
+        return [m.register_forward_hook(lambda m, a, out, name=name: entry.update({name: (a[0], out)}) and None)
+                for name, m in modules.items()]
+    return probed(model, call)
 
 
 def level_of(name: str) -> int:
@@ -160,14 +153,10 @@ def test_windowed_sampling_is_repeatable_keeps_one_windows_features_and_none_aft
     (condition,) = [w.__self__ for w in model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
                                                            CAMERA_KEY)]
     seen = []
-
-    def during(executor, x, *args, **kwargs):
-        seen.append(len(condition.cache))
-        return executor(x, *args, **kwargs)
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", during)
-    first = ksample(model, frames=24, steps=2)
+    counted = probed(model, lambda *_: seen.append(len(condition.cache)))
+    first = ksample(counted, frames=24, steps=2)
     assert set(seen) == {1} and condition.cache == {}
-    assert torch.equal(ksample(model, frames=24, steps=2), first)
+    assert torch.equal(ksample(counted, frames=24, steps=2), first)
     # it loads and offloads with the UNet
     assert [p.model for p in model.get_additional_models_with_key(CAMERA_KEY)] == [camera.model]
 

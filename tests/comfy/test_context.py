@@ -16,7 +16,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from comfy_env import conditioning, ksample, latent, random_fill, tiny_controlnet, unet_state, with_controlnet
+from comfy_env import (conditioning, ksample, latent, probed, random_fill, tiny_controlnet, unet_state,
+                       with_controlnet)
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.sampler import Sampler
@@ -58,16 +59,12 @@ def control_chain(conditioning):
 
 def probe(model, record):
     """A clone whose every UNet call records the window it ran (ad_params), its batch order and its prompts."""
-    probed = model.clone()
-
-    def look(executor, x, *args, **kwargs):
+    def look(unet, x, *args, **kwargs):
         context, transformer_options = args[1], args[4]
         record.append({"kind": "unet", "ad_params": dict(transformer_options.get("ad_params") or {}),
                        "order": list(transformer_options["cond_or_uncond"]), "frames": x.shape[0],
                        "context": context[:, 0, 0].tolist()})
-        return executor(x, *args, **kwargs)
-    probed.add_wrapper_with_key(WRAPPERS.DIFFUSION_MODEL, "test-probe", look)
-    return probed
+    return probed(model, look)
 
 
 def custom_advanced(model, positive, negative, frames, seed=1, steps=1, cfg=7.5):

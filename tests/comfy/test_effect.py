@@ -7,7 +7,7 @@ import pytest
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
 
-from comfy_env import conditioning, ksample, unet_state
+from comfy_env import conditioning, ksample, probed, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.nodes.context import ContextWindows
 from animatediff.nodes.motion import ApplyMotionModule
@@ -24,25 +24,17 @@ def animated(base, motion, effect=1.0, mask=None, schedule="use_existing"):
 def record_layer(model, motion, record):
     """A clone whose every UNet call records, for the layer at KEY: its window, the motion module's input and
     output, and what the layer handed on (the Upsample's input)."""
-    probed = model.clone()
     module = motion["v2"].model.get_submodule(KEY)
 
-    def call(executor, x, *args, **kwargs):
+    def call(unet, x, *args, **kwargs):
         options = args[4] if len(args) > 4 else kwargs["transformer_options"]
         ours, core = options.get("ad_params"), options.get("context_window")
         window = ours["sub_idxs"] if ours else (list(core.index_list) if core is not None else None)
         record.append({"window": window, "chunks": len(options["cond_or_uncond"])})
-        unet = executor.class_obj
         upsample = next(m for m in unet.output_blocks[8] if isinstance(m, Upsample))
-        hooks = [module.register_forward_hook(lambda m, a, out: record[-1].update(before=a[0], after=out) and None),
-                 upsample.register_forward_pre_hook(lambda m, a: record[-1].update(handed_on=a[0]) and None)]
-        try:
-            return executor(x, *args, **kwargs)
-        finally:
-            for hook in hooks:
-                hook.remove()
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", call)
-    return probed
+        return [module.register_forward_hook(lambda m, a, out: record[-1].update(before=a[0], after=out) and None),
+                upsample.register_forward_pre_hook(lambda m, a: record[-1].update(handed_on=a[0]) and None)]
+    return probed(model, call)
 
 
 def test_effect_0_is_the_image_model_bit_for_bit_and_1_the_original(base, motion):
@@ -126,11 +118,9 @@ def test_the_maps_are_made_once_per_window_and_not_kept_after_sampling(base, mot
                                    "pyramid", 1, False)[0]
     effect, made = model.model_options["transformer_options"]["animatediff"]["effect"], []
 
-    def during(executor, x, *args, **kwargs):
+    def during(unet, x, *args, **kwargs):
         made.append((tuple(args[4]["ad_params"]["sub_idxs"]), len(effect.cache)))
-        return executor(x, *args, **kwargs)
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", during)
-    ksample(model, frames=24, steps=2)
+    ksample(probed(model, during), frames=24, steps=2)
     for i, (_, cached) in enumerate(made):  # made in the window's first call, before the UNet runs
         assert cached == len({window for window, _ in made[:i + 1]})
     assert len(made) > len({window for window, _ in made})  # some windows ran again and found theirs

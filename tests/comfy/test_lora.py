@@ -14,7 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from comfy_env import ksample, tiny_sd15, unet_state
+from comfy_env import ksample, probed, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.nodes.folders import ADAPTERS, LORAS, MOTION_LORAS, register_model_folders
 from animatediff.nodes.lora import DomainAdapter, MotionLoRA
@@ -93,15 +93,12 @@ def injected_weights(model, frames=2):
     """The weights the motion layers inside the UNet hold during a real sampling run (first UNet call)."""
     seen = {}
 
-    def look(executor, x, *args, **kwargs):
-        for layer in executor.class_obj.modules():
+    def look(unet, x, *args, **kwargs):
+        for layer in unet.modules():
             if isinstance(layer, MotionLayer) and not any(k.startswith(layer.name + ".") for k in seen):
                 for k, v in layer.motion[0].state_dict().items():
                     seen[f"{layer.name}.{k}"] = v.detach().clone()
-        return executor(x, *args, **kwargs)
-    probed = model.clone()
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", look)
-    ksample(probed, frames=frames, steps=1)
+    ksample(probed(model, look), frames=frames, steps=1)
     return seen
 
 

@@ -13,7 +13,7 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 
-from comfy_env import conditioning, ksample, tiny_sd15, unet_state
+from comfy_env import conditioning, ksample, probed, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
 from animatediff.patching.context import apply_context_windows
@@ -39,15 +39,10 @@ def motion_layers(unet):
 
 def probe(model, record):
     """A clone whose every UNet call records what the UNet looks like at that moment."""
-    probed = model.clone()
-
-    def look(executor, x, *args, **kwargs):
-        unet = executor.class_obj
+    def look(unet, x, *args, **kwargs):
         record.append({"layers": motion_layers(unet), "middle": [type(m) for m in unet.middle_block],
                        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())})
-        return executor(x, *args, **kwargs)
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", look)
-    return probed
+    return probed(model, look)
 
 
 @pytest.mark.parametrize("version,count", [("v1", 20), ("v2", 21), ("v3", 20)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfy_env import conditioning, ksample, tiny_sd15, unet_state
+from comfy_env import conditioning, ksample, probed, tiny_sd15, unet_state
 from animatediff.errors import AnimateDiffError
 from animatediff.motion_module import read_state_dict
 from animatediff.nodes.context import ContextWindows
@@ -70,21 +70,13 @@ def animating(base, pia, preset="moderate motion", frame=0, image=None):
 
 def record_conv_in(model, record):
     """A clone whose every UNet call records the UNet's conv_in input and output, and the call's window."""
-    probed = model.clone()
-
-    def call(executor, x, *args, **kwargs):
+    def call(unet, x, *args, **kwargs):
         options = args[4] if len(args) > 4 else kwargs["transformer_options"]
-        conv = executor.class_obj.input_blocks[0][0]
         entry = {"window": (options.get("ad_params") or {}).get("sub_idxs"), "chunks": len(options["cond_or_uncond"]),
-                 "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in executor.class_obj.modules())}
+                 "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())}
         record.append(entry)
-        hook = conv.register_forward_hook(lambda m, a, out: entry.update(x=a[0], out=out) and None)
-        try:
-            return executor(x, *args, **kwargs)
-        finally:
-            hook.remove()
-    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-probe", call)
-    return probed
+        return [unet.input_blocks[0][0].register_forward_hook(lambda m, a, out: entry.update(x=a[0], out=out) and None)]
+    return probed(model, call)
 
 
 def pia_conv_in(base, weights, x, frame_values, image, chunks):
