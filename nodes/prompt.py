@@ -1,6 +1,7 @@
 """AnimateDiff_PromptSchedule: a different prompt per frame (prompt travel)."""
 import torch
 
+from ..patching.prompts import SCHEDULE_FRAMES
 from ..sampling.prompt_schedule import Interpolation, keyframe_weights, parse_keyframes
 
 
@@ -45,4 +46,4 @@ class PromptSchedule:
         pooled = torch.cat([p for _, p in encoded]).double()               # (keyframes, 768)
         dtype = encoded[0][0].dtype
         per_frame = torch.einsum("fk,ktc->ftc", weights, conds).to(dtype)
-        return ([[per_frame, {"pooled_output": (weights @ pooled).to(dtype)}]],)
+        return ([[per_frame, {"pooled_output": (weights @ pooled).to(dtype), SCHEDULE_FRAMES: frames}]],)

@@ -355,3 +355,19 @@ def test_core_nodes_that_carry_one_calls_state_to_the_next_are_refused_with_wind
         ksample(easycache, frames=12, steps=1)
     never_reusing = LazyCacheNode.execute(windowed, 0.0, 0.0, 1.0, False)[0]
     assert torch.equal(ksample(never_reusing, frames=12, steps=3), ksample(windowed, frames=12, steps=3))
+
+
+def test_a_prompt_schedule_for_another_number_of_frames_is_refused(base, motion):
+    """ComfyUI repeats or cuts a conditioning batch to the latent's: 8 scheduled prompts on 12 frames would
+    restart the schedule at frame 8. Per-frame batches from other nodes keep ComfyUI's behaviour."""
+    from animatediff.patching.prompts import SCHEDULE_FRAMES
+    model = with_windows(apply_motion_model(base, motion["v2"], 1.0, "autoselect"), 8, 2, "uniform_standard")
+    prompts = frame_prompts(8)
+    scheduled = [[prompts[0][0], {SCHEDULE_FRAMES: 8}]]
+    for frames in (12, 6):
+        with pytest.raises(AnimateDiffError, match=f"prompts for 8 frames, but the latent holds {frames}: set the "
+                                                   f"schedule's frames to {frames}"):
+            ksample(model, frames=frames, steps=1, positive=scheduled)
+    assert torch.equal(ksample(model, frames=8, steps=1, positive=scheduled),
+                       ksample(model, frames=8, steps=1, positive=prompts))
+    assert torch.isfinite(ksample(model, frames=12, steps=1, positive=prompts)).all()

@@ -309,6 +309,9 @@ def test_long_example_makes_64_frames_in_context_windows(server):
     entry = server.run(prompt)
     assert execution_error(entry) is None, execution_error(entry)
     assert saved_frames(server, entry) == 64
+    next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_PromptSchedule")["inputs"]["frames"] = 70
+    error = execution_error(server.run(prompt))
+    assert error and "set the schedule's frames to 64" in error["exception_message"]
 
 
 def test_controlnet_video_example_makes_64_frames(server):
