@@ -374,10 +374,9 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     if joint_norms is not None:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule, motion.spec)
-    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, prompts.KEY)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, prompts.KEY,
-                                 prompts.check_prompt_schedules)
     wrappers = comfy.patcher_extension.WrappersMP
+    patched.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, prompts.KEY)
+    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, prompts.KEY, prompts.check_prompt_schedules)
     patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's range, mask
     if acting is not None and not acting.whole:
         patched.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, acting.for_call)
