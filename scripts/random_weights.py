@@ -67,6 +67,22 @@ def _module_shapes(c: int, attention_blocks=2):
     return shapes
 
 
+def _module_places(channels, with_mid=False) -> list[tuple[str, int]]:
+    """(prefix, channels) of each SD1.5 motion module in file order: 2 per down level, 3 per up level, and v2's
+    mid block module last."""
+    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
+    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
+    return modules + ([("mid_block.motion_modules.0", channels[-1])] if with_mid else [])
+
+
+def _encoder_block_shapes(prefix: str, c_in: int, c: int):
+    """One residual block of a T2I-Adapter-like encoder (AnimateLCM-I2V's, CameraCtrl's): a 1×1 in_conv where the
+    width changes, a 3×3 block1 and a 1×1 block2."""
+    shapes = [(prefix + "in_conv.weight", (c, c_in, 1, 1)), (prefix + "in_conv.bias", (c,))] if c_in != c else []
+    return shapes + [(prefix + "block1.weight", (c, c, 3, 3)), (prefix + "block1.bias", (c,)),
+                     (prefix + "block2.weight", (c, c, 1, 1)), (prefix + "block2.bias", (c,))]
+
+
 def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                              dtype=torch.float16) -> dict[str, torch.Tensor]:
     """A released-format SD1.5 motion module ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v" or "pia") with
@@ -75,10 +91,7 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
     The version is mixed into the seed: v1's pe table is the start of v3's, so with shared weights a
     loader that picked the wrong file would go unnoticed."""
     length = PE_LENGTH[version]
-    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
-    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
-    if version in ("v2", "animatelcm", "animatelcm_i2v"):
-        modules.append(("mid_block.motion_modules.0", channels[-1]))
+    modules = _module_places(channels, with_mid=version in ("v2", "animatelcm", "animatelcm_i2v"))
     gen = torch.Generator().manual_seed(seed * 10 + list(PE_LENGTH).index(version))
     pes = {}
     sd = {}
@@ -103,16 +116,12 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
 
 def image_encoder_shapes(channels):
     """AnimateLCM-I2V's `img_encoder.` (a T2I-Adapter-like encoder of the image latent): conv_in from 4 latent
-    channels, then 2 blocks per level; a block whose input width differs has a 1×1 in_conv, and each has a 3×3
-    block1 and a 1×1 block2."""
+    channels, then 2 blocks per level."""
     shapes = [("img_encoder.conv_in.weight", (channels[0], 4, 3, 3)), ("img_encoder.conv_in.bias", (channels[0],))]
     for i, c in enumerate(channels):
         for j in range(2):
-            prefix, c_in = f"img_encoder.body.{2 * i + j}.", channels[i - 1] if i > 0 and j == 0 else c
-            if c_in != c:
-                shapes += [(prefix + "in_conv.weight", (c, c_in, 1, 1)), (prefix + "in_conv.bias", (c,))]
-            shapes += [(prefix + "block1.weight", (c, c, 3, 3)), (prefix + "block1.bias", (c,)),
-                       (prefix + "block2.weight", (c, c, 1, 1)), (prefix + "block2.bias", (c,))]
+            c_in = channels[i - 1] if i > 0 and j == 0 else c
+            shapes += _encoder_block_shapes(f"img_encoder.body.{2 * i + j}.", c_in, c)
     return shapes
 
 
@@ -125,17 +134,12 @@ def cameractrl_state_dict(channels=FULL_CHANNELS, seed=0, dtype=torch.float16) -
     shapes = [("encoder_conv_in.weight", (channels[0], 384, 3, 3)), ("encoder_conv_in.bias", (channels[0],))]
     for i, c in enumerate(channels):
         for j in range(2):
-            conv, c_in = f"encoder_down_conv_blocks.{i}.{j}.", channels[i - 1] if i > 0 and j == 0 else c
-            if c_in != c:
-                shapes += [(conv + "in_conv.weight", (c, c_in, 1, 1)), (conv + "in_conv.bias", (c,))]
-            shapes += [(conv + "block1.weight", (c, c, 3, 3)), (conv + "block1.bias", (c,)),
-                       (conv + "block2.weight", (c, c, 1, 1)), (conv + "block2.bias", (c,))]
+            c_in = channels[i - 1] if i > 0 and j == 0 else c
+            shapes += _encoder_block_shapes(f"encoder_down_conv_blocks.{i}.{j}.", c_in, c)
             # a motion module's transformer block, attending once, minus the module's norm/proj_in/proj_out
             shapes += [(f"encoder_down_attention_blocks.{i}.{j}." + k.removeprefix("transformer_blocks.0."),
                         s or (1, 16, c)) for k, s in _module_shapes(c, attention_blocks=1)[4:-2]]
-    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
-    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
-    for prefix, c in modules:
+    for prefix, c in _module_places(channels):
         merge = f"{prefix}.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.qkv_merge."
         shapes += [(merge + "weight", (c, c)), (merge + "bias", (c,))]  # zero-initialised, but trained: non-zero
     gen = torch.Generator().manual_seed(3000 + seed)
@@ -244,10 +248,7 @@ def motion_lora_state_dict(channels=FULL_CHANNELS, rank=64, with_mid=True, seed=
                            dtype=torch.float16) -> dict[str, torch.Tensor]:
     """A MotionLoRA in the released v2_lora_* format (FORMATS.md §3): q/k/v/out of both temporal attention
     blocks of every v2 module (21 with the mid block, 20 without)."""
-    modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
-    modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
-    if with_mid:
-        modules.append(("mid_block.motion_modules.0", channels[-1]))
+    modules = _module_places(channels, with_mid)
     gen = torch.Generator().manual_seed(1000 + seed)
     sd = {}
     for prefix, c in modules:
