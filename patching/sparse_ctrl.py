@@ -26,6 +26,7 @@ from ..errors import ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
 from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, is_finite, module_channels,
                                      read_state_dict)
+from ..motion_module.layers import TORCH_OPS
 from ..motion_module.model import TABLE_SUFFIX
 from .motion import check_frames_fit
 
@@ -170,10 +171,9 @@ def _ldm_names(sd, config, latent_hints: bool) -> dict:
     return {names.get(k, k): v for k, v in sd.items()}
 
 
-# torch's own layers in the shape of ComfyUI's operations
+# torch's own layers in the shape of ComfyUI's operations: the motion module's, and conv_nd for the ControlNet
 PLAIN_OPS = SimpleNamespace(
-    Linear=nn.Linear, Conv2d=nn.Conv2d, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm,
-    conv_nd=lambda dims, *args, **kwargs: (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs))
+    **vars(TORCH_OPS), conv_nd=lambda dims, *args, **kwargs: (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs))
 
 
 def _control_net(config: dict, hint_channels: int, latent_hints: bool, ops, dtype=None) -> comfy.cldm.cldm.ControlNet:
