@@ -383,6 +383,17 @@ def test_warning_when_the_pia_picture_frame_is_not_in_the_video(page):
     wait_for_warning(page, "AnimateDiff_PIAImage", False)
 
 
+def test_warning_when_the_prompt_schedule_has_other_frames_than_the_latent(page):
+    """The run would stop (Apply Motion Module's check); the warning says so before it is queued."""
+    load_workflow(page, json.loads((EXAMPLES / "txt2vid_long.json").read_text()))
+    wait_for_warning(page, "AnimateDiff_PromptSchedule", False)  # 64 and 64
+    set_widget(page, "AnimateDiff_PromptSchedule", "frames", 70)
+    assert wait_for_warning(page, "AnimateDiff_PromptSchedule", True) == (
+        "frames=70, but the latent holds 64: set frames to 64 (the latent's batch_size), or the batch_size to 70.")
+    set_widget(page, "EmptyLatentImage", "batch_size", 70)
+    wait_for_warning(page, "AnimateDiff_PromptSchedule", False)
+
+
 def test_warning_when_cameractrl_would_get_more_than_16_frames_at_a_time(page):
     load_workflow(page, json.loads((EXAMPLES / "cameractrl_txt2vid.json").read_text()))
     wait_for_warning(page, "AnimateDiff_ApplyCameraCtrl", False)

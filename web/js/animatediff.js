@@ -1,15 +1,12 @@
 // The pack's front-end: a timeline of the context windows on "Context Windows (AnimateDiff)" nodes, and the
-// warnings of warnings.js on the motion-module, sampler, Apply SparseCtrl, PIA Image and Apply CameraCtrl
-// nodes; in the canvas and in the Vue node design alike. Only the public extension API and LiteGraph node
-// methods are used, everything is feature-detected, and errors are caught: a front-end update may hide these
-// aids, never break a graph.
+// warnings of warnings.js on the motion-module, sampler, Apply SparseCtrl, PIA Image, Apply CameraCtrl and
+// Prompt Schedule nodes; in the canvas and in the Vue node design alike. Only the public extension API and
+// LiteGraph node methods are used, everything is feature-detected, and errors are caught: a front-end update
+// may hide these aids, never break a graph.
 import { app } from "../../../scripts/app.js";
 import { checkSettings, contextWindows, windowWeights } from "./context_schedule.js";
-import {
-  APPLY, APPLY_CAMERA, APPLY_SPARSE, CONTEXT, PIA_IMAGE, SAMPLER, classOf, latentFrames, refreshEvery, reportOnce,
-  samplersDownstream, widgetValue,
-} from "./graph.js";
-import { addWarning, drawWarning } from "./warnings.js";
+import { CONTEXT, classOf, latentFrames, refreshEvery, reportOnce, samplersDownstream, widgetValue } from "./graph.js";
+import { WARNED, addWarning, drawWarning } from "./warnings.js";
 
 const TIMELINE_HEIGHT = 110;
 const MAX_PREVIEW_FRAMES = 4096; // ComfyUI's own batch_size limit
@@ -145,7 +142,7 @@ function fitContent(node) {
 app.registerExtension({
   name: "AnimateDiff.ComfyUI",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (![APPLY, SAMPLER, APPLY_SPARSE, PIA_IMAGE, APPLY_CAMERA].includes(nodeData?.name)) return;
+    if (!WARNED.includes(nodeData?.name)) return;
     const onDrawForeground = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const result = onDrawForeground?.apply(this, [ctx, ...rest]);
@@ -161,7 +158,7 @@ app.registerExtension({
   nodeCreated(node) {
     try {
       if (classOf(node) === CONTEXT) addTimeline(node);
-      else if ([APPLY, SAMPLER, APPLY_SPARSE, PIA_IMAGE, APPLY_CAMERA].includes(classOf(node))) addWarning(node);
+      else if (WARNED.includes(classOf(node))) addWarning(node);
     } catch (error) {
       reportOnce("editor aids not added", error);
     }

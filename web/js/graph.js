@@ -10,6 +10,7 @@ export const LOAD = "AnimateDiff_LoadMotionModule";
 export const APPLY_SPARSE = "AnimateDiff_ApplySparseCtrl";
 export const PIA_IMAGE = "AnimateDiff_PIAImage";
 export const APPLY_CAMERA = "AnimateDiff_ApplyCameraCtrl";
+export const PROMPT_SCHEDULE = "AnimateDiff_PromptSchedule";
 
 export const widgetValue = (node, name) => node?.widgets?.find((w) => w.name === name)?.value;
 export const inputIndex = (node, name) => node?.inputs?.findIndex((i) => i.name === name) ?? -1;

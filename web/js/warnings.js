@@ -1,13 +1,14 @@
 // Warnings on the motion-module and sampler nodes when a latent holds more frames than the motion module can
 // see at once (or a ModelSampling node would replace Apply Motion Module's schedule), on Apply SparseCtrl and
-// PIA Image when their frames are not in the video, and on Apply CameraCtrl when a call would hold more frames
-// than its pose encoder takes: in the words the run would stop with, in the canvas and in the Vue node design
-// alike.
+// PIA Image when their frames are not in the video, on Apply CameraCtrl when a call would hold more frames than
+// its pose encoder takes, and on Prompt Schedule when its frames are not the latent's: in the words the run
+// would stop with, in the canvas and in the Vue node design alike.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import {
-  APPLY, APPLY_CAMERA, APPLY_SPARSE, CONTEXT, LOAD, PIA_IMAGE, classOf, inputIndex, inputNode, isActive, isGuidanceSlot,
-  latentFrames, modelPathUp, refreshEvery, samplersDownstream, vueNodeDesign, widgetValue,
+  APPLY, APPLY_CAMERA, APPLY_SPARSE, CONTEXT, LOAD, PIA_IMAGE, PROMPT_SCHEDULE, SAMPLER, classOf, inputIndex,
+  inputNode, isActive, isGuidanceSlot, latentFrames, modelPathUp, refreshEvery, samplersDownstream, vueNodeDesign,
+  widgetValue,
 } from "./graph.js";
 
 // --- the motion module's positional table, asked once per file from nodes/routes.py ---
@@ -125,7 +126,26 @@ function cameraWarning(node) {
   return null;
 }
 
+// Prompt Schedule's frames against the frames of the samplers its conditioning reaches: ComfyUI would repeat or
+// cut the prompts to the latent's batch, so Apply Motion Module stops such a run.
+function promptScheduleWarning(node) {
+  const scheduled = widgetValue(node, "frames");
+  for (const sampler of samplersDownstream(node, isGuidanceSlot)) {
+    const frames = latentFrames(sampler);
+    if (typeof scheduled !== "number" || typeof frames !== "number" || !isActive(sampler)) continue;
+    if (scheduled !== frames) {
+      return `frames=${scheduled}, but the latent holds ${frames}: set frames to ${frames} (the latent's ` +
+        `batch_size), or the batch_size to ${scheduled}.`;
+    }
+  }
+  return null;
+}
+
+// The nodes that show a warning.
+export const WARNED = [APPLY, SAMPLER, APPLY_SPARSE, PIA_IMAGE, APPLY_CAMERA, PROMPT_SCHEDULE];
+
 function nodeWarning(node) {
+  if (classOf(node) === PROMPT_SCHEDULE) return promptScheduleWarning(node);
   if (classOf(node) === APPLY_SPARSE) return sparseWarning(node);
   if (classOf(node) === APPLY_CAMERA) return cameraWarning(node);
   if (classOf(node) === PIA_IMAGE) return pictureFrameWarning(node);
