@@ -16,7 +16,7 @@ from ..motion_module.formats import MotionVersion
 from ..motion_module.layers import CameraInput
 from ..sampling.camera import CameraPoses, plucker_embedding
 from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call, with_call_options
-from .motion import KEY, own_patcher
+from .motion import IDLE, KEY, own_patcher
 from .pictures import WRAPPERS, with_wrappers
 
 CAMERA_KEY = "animatediff_cameractrl"
@@ -87,10 +87,11 @@ class CameraCondition(SamplingCache):
 
     def add_to_call(self, executor, x, *args, **kwargs):
         """APPLY_MODEL wrapper: the call's transformer_options carry the camera to the motion layers."""
-        if self.strength == 0:  # n + 0·merge(…) is n
+        options = call_options(args, kwargs)
+        # n + 0·merge(…) is n; a call outside Apply Motion Module's start–end has its motion layers sit out
+        if self.strength == 0 or options.get(KEY, {}).get(IDLE):
             return executor(x, *args, **kwargs)
         self.check_whole_latent(x, f"{NODE}'s camera")
-        options = call_options(args, kwargs)
         count = frames_in_call(x, options)
         if count > POSE_FRAMES:
             raise AnimateDiffError(f"{NODE}: CameraCtrl's pose encoder takes at most {POSE_FRAMES} frames at a time, "

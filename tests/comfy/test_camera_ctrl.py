@@ -161,6 +161,26 @@ def test_windowed_sampling_is_repeatable_keeps_one_windows_features_and_none_aft
     assert [p.model for p in model.get_additional_models_with_key(CAMERA_KEY)] == [camera.model]
 
 
+def test_the_pose_encoder_runs_only_in_calls_where_the_motion_module_acts(base, motion, camera):
+    """Outside Apply Motion Module's start_percent–end_percent the motion layers sit out, and so does CameraCtrl."""
+    model = ApplyMotionModule().apply(base, motion["v3"], None, 1.0, "autoselect", start_percent=0.4,
+                                      end_percent=1.0)[0]
+    model = ContextWindows().apply(ApplyCameraCtrl().apply(model, camera, path(24), 1.0)[0], 16, 4,
+                                   "uniform_standard", "pyramid", 1, False)[0]
+    record = []  # per call: "encoded" if the pose encoder ran for it (before the probe, inside it), then its sigma
+    hook = camera.model.pose_encoder.register_forward_hook(lambda *_: record.append("encoded"))
+    try:
+        ksample(probed(model, lambda unet, x, t, *_: record.append(float(t[0])),
+                       comfy.patcher_extension.WrappersMP.APPLY_MODEL), frames=24, steps=4)
+    finally:
+        hook.remove()
+    sigmas = [r for r in record if r != "encoded"]
+    encoded = [i > 0 and record[i - 1] == "encoded" for i, r in enumerate(record) if r != "encoded"]
+    assert len(record) == len(sigmas) + sum(encoded)  # the encoder ran only right before calls
+    threshold = base.get_model_object("model_sampling").percent_to_sigma(0.4)
+    assert encoded == [s <= threshold for s in sigmas] and any(encoded) and not all(encoded)
+
+
 def test_both_released_layouts_load_the_same_weights(fixtures_dir, camera):
     original = load_camera_ctrl(fixtures_dir / "small" / "cameractrl.ckpt")
     ours = camera.model.state_dict()
