@@ -53,7 +53,8 @@ class ApplyMotionModule:
                     "Noise schedule. autoselect uses the one the motion module was trained with (linear "
                     "0.00085→0.012, 'sqrt_linear' in ComfyUI), for AnimateLCM with its LCM sampling (then "
                     "sample with the lcm sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, "
-                    "washed-out videos."}),
+                    "washed-out videos. animatelcm: AnimateLCM's sampling for its diffusers-format file, which "
+                    "loads as v2."}),
                 "effect": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                     "How much of its change each motion layer keeps: 1 is the original, 0 leaves the frames "
                     "unmixed over time (each as the image model makes it), between them a blend; e.g. 0.5–0.8 "

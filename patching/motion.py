@@ -250,7 +250,8 @@ class BetaSchedule:
     ANIMATEDIFF_LINEAR = "animatediff_linear"  # linear 0.00085 → 0.012 ("sqrt_linear" in LDM naming)
     SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's own ("linear" in LDM naming)
     USE_EXISTING = "use_existing"              # keep the model's schedule (e.g. one set by another node)
-    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING]
+    ANIMATELCM = "animatelcm"                  # AnimateLCM's LCM sampling, for its files told apart only by values
+    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING, ANIMATELCM]
 
     LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
 
@@ -286,10 +287,11 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
                                "model samples in continuous time (set by a node such as ModelSamplingContinuousEDM "
                                "or ModelSamplingContinuousV). Use beta_schedule=use_existing to keep that.")
     sampling, linear_end = type(current), 0.012
-    if schedule == BetaSchedule.AUTOSELECT:
-        if spec.version in LCM_SCHEDULES:  # distilled for LCM sampling on linear betas
-            original_timesteps, linear_end = LCM_SCHEDULES[spec.version]
-            sampling = animatelcm_sampling(original_timesteps)
+    # AnimateLCM's are distilled for LCM sampling on linear betas; its diffusers-format file loads as v2
+    if schedule == BetaSchedule.ANIMATELCM or (schedule == BetaSchedule.AUTOSELECT and spec.version in LCM_SCHEDULES):
+        original_timesteps, linear_end = LCM_SCHEDULES.get(spec.version, LCM_SCHEDULES[MotionVersion.ANIMATELCM])
+        sampling = animatelcm_sampling(original_timesteps)
+    if schedule in (BetaSchedule.AUTOSELECT, BetaSchedule.ANIMATELCM):
         schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
     settings = dict(patcher.model.model_config.sampling_settings)
     # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used

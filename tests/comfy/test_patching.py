@@ -306,6 +306,18 @@ def test_autoselect_samples_animatelcm_as_it_was_distilled(base, animatelcm):
     assert type(linear) is type(base.get_model_object("model_sampling")) and linear.sigmas.shape == (1000,)
 
 
+def test_beta_schedule_animatelcm_gives_any_module_animatelcms_sampling(base, animatelcm, motion):
+    """For AnimateLCM's diffusers-format file, which holds tables and so loads as v2: the same schedule, and
+    the same denoised prediction, as autoselect gives the original file."""
+    lcm = apply_motion_model(base, animatelcm, 1.0, "autoselect").get_model_object("model_sampling")
+    for loaded in (motion["v2"], animatelcm):
+        chosen = apply_motion_model(base, loaded, 1.0, "animatelcm").get_model_object("model_sampling")
+        assert type(chosen) is type(lcm) and torch.equal(chosen.sigmas, lcm.sigmas)
+        x, eps = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(1)).unbind(0)
+        sigma = lcm.sigmas[40:41]
+        assert torch.equal(chosen.calculate_denoised(sigma, eps, x), lcm.calculate_denoised(sigma, eps, x))
+
+
 def test_animatelcm_animates_64_frames_without_windows_as_a_file_with_the_tables_would(base, animatelcm, tmp_path):
     """The tables AnimateLCM's files leave out are built from the formula: a copy of the file that holds them
     samples the same 40 frames; past 64 frames the message asks for context windows."""
