@@ -9,7 +9,8 @@ import re
 import torch
 
 from ..errors import ModelFileError
-from .files import FileKind, LoRAPair, pairs_of_kind, shape_mismatch
+from ..motion_module.file_kinds import FileKind
+from .files import LoRAPair, pairs_of_kind, shape_mismatch
 
 # The layer part of an adapter key, e.g. up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor.to_k
 SPATIAL_LAYER = re.compile(r"^(?:(?:down|up)_blocks\.\d+|mid_block)\.attentions\.\d+\.transformer_blocks\.\d+\."

@@ -1,8 +1,7 @@
-"""What a LoRA-like file is, from its keys alone, and its up/down pairs (FORMATS.md §2, §3).
+"""The up/down pairs of a LoRA-like file (FORMATS.md §2, §3).
 
 Both AnimateDiff LoRA kinds use the layout of diffusers' attention processors:
 `<attention>.processor.<to_q|to_k|to_v|to_out>_lora.down.weight` (rank, in) and `..._lora.up.weight` (out, rank).
-A user can pick any file in a LoRA list, so every refusal says what the file is and which node reads it.
 """
 import re
 from dataclasses import dataclass
@@ -10,51 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-
-
-class FileKind:
-    MOTION_LORA = "motion_lora"
-    DOMAIN_ADAPTER = "domain_adapter"
-    MOTION_MODULE = "motion_module"
-    IMAGE_LORA = "image_lora"
-    CHECKPOINT = "checkpoint"
-    UNKNOWN = "unknown"
-
-    # kind -> (what the file is, where it belongs)
-    DESCRIPTIONS = {
-        MOTION_LORA: ("a MotionLoRA (a LoRA on the motion module's temporal attention)",
-                      "Load it with AnimateDiff_MotionLoRA (files in models/animatediff_motion_lora)."),
-        DOMAIN_ADAPTER: ("a domain adapter (a LoRA on the image model's spatial attention, like v3_sd15_adapter)",
-                         "Load it with AnimateDiff_DomainAdapter (files in models/animatediff_adapters or "
-                         "models/loras)."),
-        MOTION_MODULE: ("a motion module",
-                        "Load it with AnimateDiff_LoadMotionModule (files in models/animatediff_models)."),
-        IMAGE_LORA: ("an image LoRA (kohya/diffusers naming)", "Load it with the core LoraLoader."),
-        CHECKPOINT: ("a Stable Diffusion checkpoint", "Load it with Load Checkpoint."),
-        UNKNOWN: ("not a file this pack knows", "Check that the right file was picked."),
-    }
-
-
-def file_kind(keys) -> str:
-    """Tells the kind of a weights file from its key names (only what the first match needs is read)."""
-    keys = list(keys)
-
-    def has(*parts):
-        return any(part in k for k in keys for part in parts)
-    lora_like = has("_lora.", "lora_up.", "lora_down.", ".lora_A.", ".lora_B.", "lora_unet_", "lora_te")
-    if has("motion_modules.", "temporal_transformer."):
-        return FileKind.MOTION_LORA if lora_like else FileKind.MOTION_MODULE
-    if has("model.diffusion_model.", "first_stage_model.", "cond_stage_model."):
-        return FileKind.CHECKPOINT
-    if has(".processor.to_") and has(".attentions.") and has("_lora.up.weight"):
-        return FileKind.DOMAIN_ADAPTER
-    return FileKind.IMAGE_LORA if lora_like else FileKind.UNKNOWN
-
-
-def refuse_kind(path, kind: str, wanted: str):
-    """Raises the error for a file of `kind` handed to the node that reads `wanted` files."""
-    what, where = FileKind.DESCRIPTIONS[kind]
-    raise ModelFileError(path, f"is {what}, not {FileKind.DESCRIPTIONS[wanted][0]}.", where)
+from ..motion_module.file_kinds import file_kind, refuse_kind
+from ..motion_module.formats import is_finite
 
 
 @dataclass(frozen=True)
@@ -69,15 +25,31 @@ class LoRAPair:
 PAIR_KEY = re.compile(r"^(?P<layer>.+\.processor\.to_(?:q|k|v|out))_lora\.(?P<half>up|down)\.weight$")
 
 
+RELEASED_NAMES = ("The released files name each half `<attention>.processor.to_q_lora.down.weight` (and `.up.`); "
+                  "use such a file, e.g. one AnimateDiff_TrainMotionLoRA saves.")
+
+
+def unread_name(key: str) -> tuple[str, str]:
+    """What is wrong with a key that names no up/down half, and what to do."""
+    if key.startswith(("lora_unet_", "lora_te")):
+        return f"names its weights as kohya's scripts do (`{key}`), which this pack does not read.", RELEASED_NAMES
+    if ".lora_A." in key or ".lora_B." in key:
+        return f"names its weights as peft does (`{key}`), which this pack does not read.", RELEASED_NAMES
+    if key.endswith(".alpha"):
+        # the released files have none; ignoring it would merge the pair at another scale than it was made for
+        return (f"has a per-layer LoRA scale (`{key}`), which the released files do not have.",
+                "Use the file as released, or one saved by AnimateDiff_TrainMotionLoRA.")
+    return (f"has a weight that is not part of a LoRA up/down pair: `{key}`.",
+            "The file may be damaged or in a variant this pack does not read.")
+
+
 def lora_pairs(state_dict: dict[str, torch.Tensor], path) -> dict[str, LoRAPair]:
     """Every up/down pair of the file, checked: both halves present, 2-D, float, ranks that agree."""
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state_dict.items():
         match = PAIR_KEY.match(key)
         if match is None:
-            # e.g. a per-layer `.alpha`: the released files have none, and it would change the merge's scale.
-            raise ModelFileError(path, f"has a weight that is not part of a LoRA up/down pair: `{key}`.",
-                                 "The file may be damaged or in a variant this pack does not read.")
+            raise ModelFileError(path, *unread_name(key))
         halves.setdefault(match["layer"], {})[match["half"]] = tensor
     pairs = {}
     for layer, half in sorted(halves.items()):
@@ -93,6 +65,9 @@ def lora_pairs(state_dict: dict[str, torch.Tensor], path) -> dict[str, LoRAPair]
         if not (up.is_floating_point() and down.is_floating_point()):
             raise ModelFileError(path, f"has LoRA weights that are not floating point (`{layer}`: {up.dtype}).",
                                  "The file may be damaged.")
+        if not (is_finite(up) and is_finite(down)):
+            raise ModelFileError(path, f"has NaN or infinite values (in `{layer}`).",
+                                 "The file is damaged, or was saved from a training run that diverged.")
         pairs[layer] = LoRAPair(layer, up.shape[0], down.shape[1], down.shape[0])
     return pairs
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ModelFileError
-from .files import FileKind, LoRAPair, pairs_of_kind, shape_mismatch
+from ..motion_module.file_kinds import FileKind
+from .files import LoRAPair, pairs_of_kind, shape_mismatch
 
 # The layer part of a MotionLoRA key, e.g.
 # down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.processor.to_out

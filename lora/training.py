@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from ..errors import AnimateDiffError
 from ..motion_module.layers import TemporalSelfAttention
 from .motion_lora import target_key
 
@@ -122,8 +123,11 @@ def train(model, clips: list[torch.Tensor], weights: MotionLoRAWeights, steps: i
         nn.utils.clip_grad_norm_(weights.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise AnimateDiffError(f"Training diverged at step {step + 1} of {steps}: the loss became "
+                                   f"{losses[-1]}, so nothing was saved. Lower learning_rate (the paper uses 1e-4).")
         if on_step is not None:
-            on_step(step, loss.item())
+            on_step(step, losses[-1])
     return losses
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from .file_kinds import FileKind, require_kind
 from .formats import check_layout, checked_weights, read_state_dict
 from .image_encoder import EncoderBlock
 from .layers import TORCH_OPS, TemporalTransformerBlock
@@ -113,11 +114,8 @@ def _channels(state_dict: dict[str, torch.Tensor], path) -> tuple[int, ...]:
     """Each level's channels, read off its first residual block."""
     parts = {"its pose encoder (`encoder_conv_in`, …)": any(k.startswith("encoder_conv_in.") for k in state_dict),
              "its merge layers (`…qkv_merge`)": any("qkv_merge." in k for k in state_dict)}
+    require_kind(state_dict, path, FileKind.CAMERACTRL)
     if not all(parts.values()):
-        if any(".motion_modules." in k and "qkv_merge" not in k for k in state_dict):
-            raise ModelFileError(path, "is a motion module, not a CameraCtrl model.",
-                                 "Load it with AnimateDiff_LoadMotionModule; CameraCtrl's file is "
-                                 "CameraCtrl_pruned.safetensors (or the original CameraCtrl.ckpt).")
         missing = " and ".join(part for part, present in parts.items() if not present)
         raise ModelFileError(path, f"is not a CameraCtrl model: it lacks {missing}.",
                              "CameraCtrl's file is CameraCtrl_pruned.safetensors (or the original CameraCtrl.ckpt).")

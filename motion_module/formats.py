@@ -9,6 +9,7 @@ import safetensors.torch
 import torch
 
 from ..errors import ModelFileError
+from .file_kinds import FileKind, require_kind
 from .layers import TORCH_OPS
 from .model import TABLE_SUFFIX, MotionModel, MotionModelSpec
 
@@ -80,38 +81,6 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _foreign_kind(keys) -> tuple[str, str] | None:
-    """Names the kind of model file this is when it is not an AnimateDiff motion module."""
-    def has(part):
-        return any(part in k for k in keys)
-    if has("qkv_merge.") and has("encoder_conv_in."):
-        return ("a CameraCtrl model, not a motion module",
-                "Load it with AnimateDiff_LoadCameraCtrl, beside v3_sd15_mm.ckpt in Load Motion Module.")
-    if has("temporal_attentions.") and has("positional_encoding"):
-        return ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
-                "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm.")
-    if has("controlnet_cond_embedding."):  # a ControlNet in diffusers' layout, SparseCtrl's too
-        if has("motion_modules."):
-            return ("a SparseCtrl model (AnimateDiff v3's sparse ControlNet), not a motion module",
-                    "Put it in models/controlnet and load it with AnimateDiff_LoadSparseCtrl; v3's motion module "
-                    "is v3_sd15_mm.ckpt.")
-        return "a ControlNet in diffusers' format, not a motion module", "Load it with the core ControlNet loader."
-    if has("motion_modules.") and has(".resnets."):
-        return ("a whole UNet with motion modules in diffusers' format (UNetMotionModel), not a motion module",
-                "Use the motion adapter alone (a MotionAdapter's diffusion_pytorch_model.safetensors) or the "
-                "original release of the motion module.")
-    if any(has(p) for p in ("_lora.", "lora_up.", "lora_down.", ".lora_A.", "lora_unet_")):
-        if has("motion_modules."):
-            return "a MotionLoRA, not a motion module", "Load it with the AnimateDiff_MotionLoRA node."
-        return ("a LoRA, not a motion module",
-                "A v3 domain adapter goes in AnimateDiff_DomainAdapter; image LoRAs in the core LoraLoader.")
-    if has("model.diffusion_model.") or has("first_stage_model.") or has("input_blocks.0.0.weight"):
-        return "a Stable Diffusion checkpoint, not a motion module", "Load it with Load Checkpoint."
-    if has("control_model.") or has("input_hint_block."):
-        return "a ControlNet, not a motion module", "Load it with the core ControlNet loader."
-    return None
-
-
 # diffusers' MotionAdapter names a module's parts its own way (its converter's renames, inverted)
 DIFFUSERS_MODULE = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
 DIFFUSERS_PARTS = (("transformer_blocks.0.attn1.", "transformer_blocks.0.attention_blocks.0."),
@@ -164,10 +133,8 @@ def _described(spec: MotionModelSpec) -> str:
 
 
 def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpec:
+    require_kind(state_dict, path, FileKind.MOTION_MODULE)
     keys = list(state_dict)
-    foreign = _foreign_kind(keys)
-    if foreign:
-        raise ModelFileError(path, f"is {foreign[0]}.", foreign[1])
     motion_keys = [k for k in keys if MOTION_KEY.match(k)]
     if not motion_keys:
         raise ModelFileError(path, f"is not an AnimateDiff motion module (no `motion_modules` weights among "

@@ -18,6 +18,7 @@ from .folders import MOTION_LORAS
 
 CATEGORY = "AnimateDiff"
 SAFE_NAME = re.compile(r"^[\w\-. ]+$")
+MAX_NAME_BYTES = 200
 
 
 class CameraAugment:
@@ -124,6 +125,8 @@ def lora_path(save_name: str) -> str:
     if not name or not SAFE_NAME.match(name) or name.startswith("."):
         raise AnimateDiffError(f"save_name {save_name!r}: use letters, digits, spaces, '-', '_' or '.', with no "
                                "folders; the file goes to models/animatediff_motion_lora.")
+    if len(name.encode()) > MAX_NAME_BYTES:  # file systems take 255 bytes, with the suffixes
+        raise AnimateDiffError(f"save_name is {len(name.encode())} bytes long; use at most {MAX_NAME_BYTES}.")
     folder = folder_paths.get_folder_paths(MOTION_LORAS)[0]
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f"{name}.safetensors")

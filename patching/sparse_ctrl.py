@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
+from ..motion_module.file_kinds import FileKind, require_kind
 from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, is_finite, module_channels,
                                      read_state_dict)
 from ..motion_module.layers import TORCH_OPS
@@ -112,17 +113,11 @@ def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.d
 
 def _kind(state_dict, path) -> bool:
     """True for an RGB (latent-hint) file, False for an image-hint one; anything else is refused."""
-    has_motion = any(MOTION_KEY.match(k) for k in state_dict)
-    if has_motion and (RGB_EMBEDDING in state_dict or IMAGE_EMBEDDING in state_dict):
+    require_kind(state_dict, path, FileKind.SPARSECTRL)
+    if any(MOTION_KEY.match(k) for k in state_dict) and (RGB_EMBEDDING in state_dict or IMAGE_EMBEDDING in state_dict):
         return RGB_EMBEDDING in state_dict
-    if has_motion:
-        raise ModelFileError(path, "is a motion module, not a SparseCtrl model.",
-                             "Load it with AnimateDiff_LoadMotionModule (from models/animatediff_models).")
-    if "controlnet_cond_embedding.conv_in.weight" in state_dict or "input_hint_block.0.weight" in state_dict \
-            or "control_model.input_hint_block.0.weight" in state_dict:
-        raise ModelFileError(path, "is an ordinary ControlNet (no motion modules), not a SparseCtrl model.",
-                             "Load it with the core Load ControlNet Model node.")
-    raise ModelFileError(path, "is not a SparseCtrl model (no `controlnet_cond_embedding` weights).",
+    raise ModelFileError(path, "is not a SparseCtrl model: it lacks SparseCtrl's motion modules or hint embedding "
+                         f"(`{RGB_EMBEDDING}` or `{IMAGE_EMBEDDING}`).",
                          "Use v3_sd15_sparsectrl_rgb.ckpt or v3_sd15_sparsectrl_scribble.ckpt.")
 
 

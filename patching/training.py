@@ -14,6 +14,7 @@ import torch
 from ..errors import AnimateDiffError
 from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_square, split_clips,
                              temporal_attention_layers, train)
+from ..motion_module.formats import is_finite
 from .calls import compute_dtype
 from .motion import BetaSchedule, apply_motion_model
 
@@ -52,6 +53,9 @@ def encode_clips(vae, model, images: torch.Tensor, frames: int, resolution: int)
     """IMAGE batch -> model-space latents (f, 4, r/8, r/8) per clip of `frames` consecutive images."""
     if resolution % 8:
         raise AnimateDiffError(f"resolution {resolution} is not a multiple of 8; the VAE works in 8-pixel cells.")
+    if not is_finite(images):
+        raise AnimateDiffError("reference_frames hold NaN or infinite pixel values; training on them would make "
+                               "the MotionLoRA NaN. Check the node that made the images.")
     clips = split_clips(images, frames)
     if not clips:
         raise AnimateDiffError(f"reference_frames holds {images.shape[0]} images, fewer than frames={frames}: "

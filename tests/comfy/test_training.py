@@ -188,10 +188,26 @@ def test_bad_inputs_are_explained(setup):
         (x0_model,) = ModelSamplingDiscrete().patch(base, "x0", False)
         with pytest.raises(AnimateDiffError, match="predicts X0 with ModelSamplingDiscrete sampling.*v-prediction"):
             train_motion_lora(x0_model, motion, clips, conditioning(21), 2, 1, 1e-3, 0)
-        with pytest.raises(AnimateDiffError, match="save_name"):
-            TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], setup["clip"], conditioning(21),
-                                    rank=2, steps=1, learning_rate=1e-3, frames=FRAMES, resolution=RESOLUTION,
-                                    seed=0, save_name="../escape")
+        for name, error in [("../escape", "save_name"), ("x" * 300, "save_name is 300 bytes long")]:
+            with pytest.raises(AnimateDiffError, match=error):
+                TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], setup["clip"],
+                                        conditioning(21), rank=2, steps=1, learning_rate=1e-3, frames=FRAMES,
+                                        resolution=RESOLUTION, seed=0, save_name=name)
+        images = setup["clip"].clone()
+        images[3, 5, 5, 1] = float("nan")
+        with pytest.raises(AnimateDiffError, match="reference_frames hold NaN"):
+            encode_clips(setup["vae"], setup["base"], images, FRAMES, RESOLUTION)
+
+
+def test_a_diverging_run_stops_and_saves_nothing(setup):
+    """At a learning rate of 1000 the loss overflows within a few steps: the run stops there, where it would
+    have saved a MotionLoRA of NaNs."""
+    path = setup["folder"] / "diverged.safetensors"
+    with torch.inference_mode(), pytest.raises(AnimateDiffError, match=r"Training diverged at step \d+ of 50"):
+        TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], setup["clip"], conditioning(21),
+                                rank=2, steps=50, learning_rate=1000.0, frames=FRAMES, resolution=RESOLUTION,
+                                seed=0, save_name="diverged")
+    assert not path.exists()
 
 
 def object_info():

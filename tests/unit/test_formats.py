@@ -291,9 +291,10 @@ def test_diffusers_files_that_are_not_a_motion_adapter_are_named(tmp_path):
     assert "whole UNet with motion modules in diffusers' format" in refusal(tmp_path, "unet.safetensors", whole)
     peft = {"down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_A.weight": t,
             "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_B.weight": t.clone()}
-    assert "a MotionLoRA, not a motion module" in refusal(tmp_path, "lora.safetensors", peft)
+    assert "is a MotionLoRA (a LoRA on the motion module's temporal attention), not a motion module" in refusal(
+        tmp_path, "lora.safetensors", peft)
     converted_lora = {"unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight":
                       t}
-    assert "a MotionLoRA, not a motion module" in refusal(tmp_path, "lora2.safetensors", converted_lora)
+    assert "is a MotionLoRA" in refusal(tmp_path, "lora2.safetensors", converted_lora)
     sdxl = {k: v for k, v in adapter.items() if not k.startswith(("down_blocks.3", "up_blocks.3", "mid_block"))}
     assert "SDXL" in refusal(tmp_path, "sdxl.safetensors", sdxl)

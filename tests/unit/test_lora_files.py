@@ -7,9 +7,10 @@ import safetensors.torch
 import torch
 
 from animatediff.errors import ModelFileError
-from animatediff.lora import (FileKind, MotionLoRA, add_to_stack, file_kind, fit_domain_adapter, fit_motion_lora,
+from animatediff.lora import (MotionLoRA, add_to_stack, fit_domain_adapter, fit_motion_lora,
                               parse_domain_adapter, parse_motion_lora, target_key)
 from animatediff.motion_module import read_state_dict
+from animatediff.motion_module.file_kinds import FileKind, file_kind
 from random_weights import domain_adapter_state_dict, motion_lora_state_dict, motion_module_state_dict
 
 SMALL = (32, 64, 128, 128)
@@ -132,8 +133,21 @@ def test_damaged_pairs_are_refused_with_the_key():
     assert f"lacks `{key}.down.weight`" in refusal(parse_motion_lora, half, "f")
     bad = {**sd, key + ".down.weight": torch.zeros(5, 128)}
     assert "shapes do not multiply" in refusal(parse_motion_lora, bad, "f")
+    broken = {**sd, key + ".up.weight": sd[key + ".up.weight"].clone().index_fill_(0, torch.tensor([3]), float("nan"))}
+    assert f"has NaN or infinite values (in `{key[:-5]}`)" in refusal(parse_motion_lora, broken, "f")
+    adapter = domain_adapter_state_dict(SMALL, rank=4, dtype=torch.float16)
+    first = next(iter(adapter))
+    adapter[first] = torch.full_like(adapter[first], float("inf"))
+    assert "has NaN or infinite values" in refusal(parse_domain_adapter, adapter, "a")
     alpha = {**sd, key + ".alpha": torch.tensor(4.0)}
-    assert f"not part of a LoRA up/down pair: `{key}.alpha`" in refusal(parse_motion_lora, alpha, "f")
+    assert f"has a per-layer LoRA scale (`{key}.alpha`)" in refusal(parse_motion_lora, alpha, "f")
+    extra = {**sd, key + ".scale": torch.tensor(4.0)}
+    assert f"not part of a LoRA up/down pair: `{key}.scale`" in refusal(parse_motion_lora, extra, "f")
+    kohya = "lora_unet_up_blocks_1_motion_modules_1_temporal_transformer_proj_in.lora_up.weight"
+    assert f"names its weights as kohya's scripts do (`{kohya}`)" in refusal(parse_motion_lora,
+                                                                               {kohya: torch.zeros(4, 2)}, "f")
+    peft = key.replace("processor.to_k_lora", "to_k.lora_A") + ".weight"
+    assert "names its weights as peft does" in refusal(parse_motion_lora, {peft: torch.zeros(2, 4)}, "f")
     spatial = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora"
     mixed = {**sd, spatial + ".up.weight": torch.zeros(4, 2), spatial + ".down.weight": torch.zeros(2, 4)}
     assert f"outside the temporal attention (e.g. `{spatial[:-5]}`)" in refusal(parse_motion_lora, mixed, "f")
