@@ -123,13 +123,8 @@ def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> Mo
     that model, refusing anything this pack cannot run."""
     state_dict = original_names(state_dict)
     spec = _spec_from_keys(state_dict, path)
-    check_layout(_described(spec), _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
+    check_layout(spec.described, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
     return spec
-
-
-def _described(spec: MotionModelSpec) -> str:
-    """"an AnimateDiff v2 motion module", "a PIA motion module"."""
-    return f"{'an' if spec.kind[0] in 'AEIOU' else 'a'} {spec.kind} motion module"
 
 
 def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpec:
@@ -269,7 +264,7 @@ def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> 
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    check_layout(_described(spec), _file_shapes(spec, model.shapes()), original, path)
+    check_layout(spec.described, _file_shapes(spec, model.shapes()), original, path)
     return model.take_weights(checked_weights(original, dtype, path))
 
 

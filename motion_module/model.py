@@ -34,6 +34,11 @@ class MotionModelSpec:
         return self.version if self.version.startswith("Animate") or self.input_conv else f"AnimateDiff {self.version}"
 
     @property
+    def described(self) -> str:
+        """For messages: "an AnimateDiff v2 motion module", "a PIA motion module"."""
+        return f"{'an' if self.kind[0] in 'AEIOU' else 'a'} {self.kind} motion module"
+
+    @property
     def normalises_over_frames(self) -> bool:
         """v1 and PIA were trained with the UNet's resnets normalising over all frames of a video."""
         return self.version == "v1" or self.input_conv

@@ -4,16 +4,18 @@ import comfy.utils
 import torch
 
 from ..motion_module.image_encoder import ImageEncoder
-from .calls import SamplingCache, call_options, compute_dtype, frames_in_call, with_call_options
+from .calls import call_options, compute_dtype, frames_in_call, with_call_options
 from .motion import KEY
-from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
+from .pictures import WRAPPERS, PictureCache, one_picture, picture_part, with_wrappers
 
 I2V_KEY = "animatediff_i2v"
+NODE = "AnimateDiff_AnimateLCMI2VImage"
 
 
-class ReferenceImage(SamplingCache):
-    def __init__(self, encoder: ImageEncoder, latent: torch.Tensor, motion_strength: float, modules_per_block: int):
-        super().__init__()
+class ReferenceImage(PictureCache):
+    def __init__(self, motion_model, encoder: ImageEncoder, latent: torch.Tensor, motion_strength: float):
+        super().__init__(motion_model, NODE)
+        modules_per_block = motion_model.spec.modules_per_down_block
         self.encoder = encoder
         self.latent = latent  # (1, 4, h, w), scaled as the UNet takes latents
         self.motion_strength = motion_strength
@@ -33,7 +35,7 @@ class ReferenceImage(SamplingCache):
 
     def add_to_call(self, executor, x, *args, **kwargs):
         """APPLY_MODEL wrapper: the call's transformer_options carry the features to the motion layers."""
-        self.check_whole_latent(x, "AnimateDiff_AnimateLCMI2VImage's picture")
+        self.check_whole_latent(x, f"{NODE}'s picture")
         options = call_options(args, kwargs)
         frames = frames_in_call(x, options)
         videos = x.shape[0] // frames
@@ -46,10 +48,10 @@ class ReferenceImage(SamplingCache):
 def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     """A clone of an animating model whose AnimateLCM-I2V motion module starts from `latent` (a LATENT's
     samples, one image)."""
-    node = "AnimateDiff_AnimateLCMI2VImage"
-    motion, encoder = picture_part(model, "img_encoder", node, "an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v)")
-    reference = ReferenceImage(encoder, model.model.latent_format.process_in(one_picture(latent, node).float()),
-                               float(motion_strength), motion.spec.modules_per_down_block)
+    motion, encoder = picture_part(model, "img_encoder", NODE,
+                                   "an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v)")
+    picture = model.model.latent_format.process_in(one_picture(latent, NODE).float())
+    reference = ReferenceImage(motion, encoder, picture, float(motion_strength))
     # a second image node replaces the first
     return with_wrappers(model, I2V_KEY, {WRAPPERS.APPLY_MODEL: reference.add_to_call,
-                                          WRAPPERS.OUTER_SAMPLE: reference.forget_after_sampling})
+                                          WRAPPERS.OUTER_SAMPLE: reference.check_at_sampling})

@@ -277,11 +277,15 @@ def animatelcm_sampling(original_timesteps: int = 100) -> type:
 
 def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    earlier = next((w.__self__ for w in patcher.get_wrappers(outer, KEY)
+                    if isinstance(getattr(w, "__self__", None), ScheduleKept)), None)
     patcher.remove_wrappers_with_key(outer, KEY)  # an earlier Apply Motion Module's check, if any
     if schedule == BetaSchedule.USE_EXISTING:
         return
     requested = schedule
     current = patcher.get_model_object("model_sampling")
+    if earlier is not None and current is earlier.model_sampling:
+        current = earlier.replaced  # an earlier Apply Motion Module's schedule: start from what it replaced
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise AnimateDiffError(f"beta_schedule={schedule} sets betas, which only a discrete-time model has; this "
                                "model samples in continuous time (set by a node such as ModelSamplingContinuousEDM "
@@ -300,7 +304,7 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     ours = sampling(SimpleNamespace(sampling_settings=settings))
     patcher.add_object_patch("model_sampling", ours)
     # a ModelSampling node placed after this one would silently sample with SD1.5's betas again: refuse that
-    patcher.add_wrapper_with_key(outer, KEY, ScheduleKept(ours, requested).check)
+    patcher.add_wrapper_with_key(outer, KEY, ScheduleKept(ours, requested, current).check)
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,7 @@ class ScheduleKept:
     """At sampling: the model still samples with the schedule Apply Motion Module set."""
     model_sampling: object
     schedule: str
+    replaced: object  # the model's schedule before, for an Apply Motion Module after this one
 
     def check(self, executor, *args, **kwargs):
         current = executor.class_obj.model_patcher.get_model_object("model_sampling")

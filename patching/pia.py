@@ -9,15 +9,16 @@ import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 from ..sampling.pia import affinity
-from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call
-from .pictures import WRAPPERS, one_picture, picture_part, with_wrappers
+from .calls import call_frames, call_options, compute_dtype, frames_in_call
+from .pictures import WRAPPERS, PictureCache, one_picture, picture_part, with_wrappers
 
 PIA_KEY = "animatediff_pia"
+NODE = "AnimateDiff_PIAImage"
 
 
-class PictureCondition(SamplingCache):
-    def __init__(self, conv_in: torch.nn.Module, latent: torch.Tensor, preset: str, picture_frame: int):
-        super().__init__()
+class PictureCondition(PictureCache):
+    def __init__(self, motion_model, conv_in: torch.nn.Module, latent: torch.Tensor, preset: str, picture_frame: int):
+        super().__init__(motion_model, NODE)
         self.conv_in = conv_in    # PIA's, in the motion model
         self.latent = latent      # (1, 4, h, w), scaled as the UNet takes latents
         self.preset = preset
@@ -41,12 +42,12 @@ class PictureCondition(SamplingCache):
 
     def for_call(self, executor, x, *args, **kwargs):
         """APPLY_MODEL wrapper: which frames of the video this call holds, so the hook adds theirs."""
-        self.check_whole_latent(x, "AnimateDiff_PIAImage's picture")
+        self.check_whole_latent(x, f"{NODE}'s picture")
         options = call_options(args, kwargs)
         count = frames_in_call(x, options)
         frames, length = call_frames(options, count)
         if length is not None and self.picture_frame >= length:
-            raise AnimateDiffError(f"AnimateDiff_PIAImage: picture_frame={self.picture_frame}, but the video has "
+            raise AnimateDiffError(f"{NODE}: picture_frame={self.picture_frame}, but the video has "
                                    f"{length} frames (0 to {length - 1}). Choose a frame of the video.")
         dtype = compute_dtype(executor.class_obj)
         self.current = self.channels(frames, x.shape[0] // count, *x.shape[-2:], x.device, dtype)
@@ -74,11 +75,10 @@ class PictureCondition(SamplingCache):
 def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):
     """A clone of a model animating with a PIA motion module that animates `latent` (a LATENT's samples, one
     image)."""
-    node = "AnimateDiff_PIAImage"
-    _, conv_in = picture_part(model, "conv_in", node, "PIA's motion module (pia.ckpt)")
-    condition = PictureCondition(conv_in, model.model.latent_format.process_in(one_picture(latent, node).float()),
-                                 preset, int(picture_frame))
+    motion, conv_in = picture_part(model, "conv_in", NODE, "PIA's motion module (pia.ckpt)")
+    picture = model.model.latent_format.process_in(one_picture(latent, NODE).float())
+    condition = PictureCondition(motion, conv_in, picture, preset, int(picture_frame))
     # a second picture node replaces the first
     return with_wrappers(model, PIA_KEY, {WRAPPERS.APPLY_MODEL: condition.for_call,
-                                          WRAPPERS.OUTER_SAMPLE: condition.forget_after_sampling},
+                                          WRAPPERS.OUTER_SAMPLE: condition.check_at_sampling},
                          comfy.model_patcher.PatcherInjection(condition.inject, condition.eject))

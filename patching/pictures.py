@@ -1,9 +1,10 @@
 """What the image-to-video nodes share: the part of the motion model that takes the picture, one picture,
-and the clone that carries their wrappers."""
+the check that the model still animates with that motion model, and the clone that carries their wrappers."""
 import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
+from .calls import SamplingCache
 from .motion import KEY
 
 WRAPPERS = comfy.patcher_extension.WrappersMP
@@ -15,10 +16,29 @@ def picture_part(model, part: str, node: str, module: str):
     motion = model.get_additional_models_with_key(KEY)
     found = getattr(motion[0].model, part, None) if motion else None
     if found is None:
-        has = f"has an {motion[0].model.spec.kind} one" if motion else "has no motion module"
+        has = f"has {motion[0].model.spec.described}" if motion else "has no motion module"
         raise AnimateDiffError(f"{node} needs a model from AnimateDiff_ApplyMotionModule with {module}; this model "
                                f"{has}.")
     return motion[0].model, found
+
+
+class PictureCache(SamplingCache):
+    """A picture node's per-call tensors, for the motion model it took its picture part from: a later Apply
+    Motion Module would put in another, which would take the picture's inputs as its own (or not at all)."""
+    def __init__(self, motion_model, node: str):
+        super().__init__()
+        self.motion_model = motion_model
+        self.node = node
+
+    def check_at_sampling(self, executor, noise, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: before any model loads, the model that samples animates with that motion model."""
+        motion = executor.class_obj.model_patcher.get_additional_models_with_key(KEY)
+        if not motion or motion[0].model is not self.motion_model:
+            raise AnimateDiffError(f"{self.node} made its picture's inputs for {self.motion_model.spec.described}, "
+                                   "and an AnimateDiff_ApplyMotionModule after it put "
+                                   f"{motion[0].model.spec.described if motion else 'none'} in its place. Put "
+                                   f"{self.node} after the last Apply Motion Module.")
+        return self.forget_after_sampling(executor, noise, *args, **kwargs)
 
 
 def one_picture(latent: torch.Tensor, node: str) -> torch.Tensor:

@@ -110,9 +110,15 @@ def test_the_image_steers_windowed_sampling_repeatably_and_a_second_node_replace
 
 
 def test_mistakes_are_named(base, motion, i2v):
-    with pytest.raises(AnimateDiffError, match="AnimateLCM-I2V motion module .*this model has an AnimateDiff v3 one"):
+    with pytest.raises(AnimateDiffError, match="AnimateLCM-I2V motion module .*this model has an AnimateDiff v3 motion module"):
         AnimateLCMI2VImage().apply(apply_motion_model(base, motion["v3"], 1.0, "autoselect"), picture(), 0.8)
     with pytest.raises(AnimateDiffError, match="this model has no motion module"):
         AnimateLCMI2VImage().apply(base, picture(), 0.8)
+    # another motion module put in after the picture's: v3 has modules of the features' names, and would add them
+    with_image = AnimateLCMI2VImage().apply(apply_motion_model(base, i2v, 1.0, "autoselect"), picture(), 0.8)[0]
+    with pytest.raises(AnimateDiffError, match="AnimateDiff_AnimateLCMI2VImage made its picture's inputs for an "
+                                               "AnimateLCM-I2V motion module, and an AnimateDiff_ApplyMotionModule "
+                                               "after it put an AnimateDiff v3 motion module in its place"):
+        ksample(apply_motion_model(with_image, motion["v3"], 1.0, "autoselect"), steps=1)
     with pytest.raises(AnimateDiffError, match="takes one image; image_latent holds 3"):
         AnimateLCMI2VImage().apply(apply_motion_model(base, i2v, 1.0, "autoselect"), picture(batch=3), 0.8)

@@ -318,6 +318,18 @@ def test_beta_schedule_animatelcm_gives_any_module_animatelcms_sampling(base, an
         assert torch.equal(chosen.calculate_denoised(sigma, eps, x), lcm.calculate_denoised(sigma, eps, x))
 
 
+def test_a_later_apply_motion_module_starts_from_the_schedule_the_earlier_one_replaced(base, animatelcm, motion):
+    """Not from AnimateLCM's LCM sampling, which a v2 module was not made for; a prediction type set before
+    the first is still kept."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+    for start in (base, ModelSamplingDiscrete().patch(base, "v_prediction", False)[0]):
+        direct = apply_motion_model(start, motion["v2"], 1.0, "autoselect").get_model_object("model_sampling")
+        chained = apply_motion_model(apply_motion_model(start, animatelcm, 1.0, "autoselect"), motion["v2"], 1.0,
+                                     "autoselect").get_model_object("model_sampling")
+        assert type(chained) is type(direct) and torch.equal(chained.sigmas, direct.sigmas)
+        assert type(direct) is type(start.get_model_object("model_sampling"))
+
+
 def test_animatelcm_animates_64_frames_without_windows_as_a_file_with_the_tables_would(base, animatelcm, tmp_path):
     """The tables AnimateLCM's files leave out are built from the formula: a copy of the file that holds them
     samples the same 40 frames; past 64 frames the message asks for context windows."""

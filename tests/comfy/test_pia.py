@@ -147,11 +147,15 @@ def test_pia_normalises_over_frames_as_v1_and_leaves_the_base_clean(base, pia):
 def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
     import nodes
     with pytest.raises(AnimateDiffError, match="needs a model from AnimateDiff_ApplyMotionModule with PIA's motion "
-                                               "module.*this model has an AnimateDiff v2 one"):
+                                               "module.*this model has an AnimateDiff v2 motion module"):
         PIAImage().apply(ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect")[0], picture(),
                          "small motion", 0)
     with pytest.raises(AnimateDiffError, match="this model has no motion module"):
         PIAImage().apply(base, picture(), "small motion", 0)
+    later = ApplyMotionModule().apply(animating(base, pia), motion["v2"], None, 1.0, "autoselect")[0]
+    with pytest.raises(AnimateDiffError, match="AnimateDiff_PIAImage made its picture's inputs for a PIA motion "
+                                               "module.*Put AnimateDiff_PIAImage after the last Apply Motion Module"):
+        ksample(later, steps=1)
     with pytest.raises(AnimateDiffError, match="takes one image; image_latent holds 2"):
         animating(base, pia, image=picture(batch=2))
     with pytest.raises(AnimateDiffError, match=r"picture_frame=16, but the video has 16 frames \(0 to 15\)"):
