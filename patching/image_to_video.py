@@ -50,7 +50,7 @@ def with_reference_image(model, latent: torch.Tensor, motion_strength: float):
     samples, one image)."""
     motion, encoder = picture_part(model, "img_encoder", NODE,
                                    "an AnimateLCM-I2V motion module (AnimateLCM_sd15_i2v)")
-    picture = model.model.latent_format.process_in(one_picture(latent, NODE).float())
+    picture = one_picture(latent, NODE, model)
     reference = ReferenceImage(motion, encoder, picture, float(motion_strength))
     # a second image node replaces the first
     return with_wrappers(model, I2V_KEY, {WRAPPERS.APPLY_MODEL: reference.add_to_call,

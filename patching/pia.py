@@ -76,7 +76,7 @@ def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):
     """A clone of a model animating with a PIA motion module that animates `latent` (a LATENT's samples, one
     image)."""
     motion, conv_in = picture_part(model, "conv_in", NODE, "PIA's motion module (pia.ckpt)")
-    picture = model.model.latent_format.process_in(one_picture(latent, NODE).float())
+    picture = one_picture(latent, NODE, model)
     condition = PictureCondition(motion, conv_in, picture, preset, int(picture_frame))
     # a second picture node replaces the first
     return with_wrappers(model, PIA_KEY, {WRAPPERS.APPLY_MODEL: condition.for_call,

@@ -41,11 +41,17 @@ class PictureCache(SamplingCache):
         return self.forget_after_sampling(executor, noise, *args, **kwargs)
 
 
-def one_picture(latent: torch.Tensor, node: str) -> torch.Tensor:
+def one_picture(latent: torch.Tensor, node: str, model) -> torch.Tensor:
+    """The one image latent of a picture node, in the model's latent space (as its UNet takes it)."""
+    channels = model.model.latent_format.latent_channels
+    if latent.ndim != 4 or latent.shape[1] != channels:
+        raise AnimateDiffError(f"{node}: image_latent has shape {tuple(latent.shape)}, where the model's latents "
+                               f"are (1, {channels}, height, width). Encode the picture with VAE Encode and the "
+                               "VAE of the SD1.5 checkpoint.")
     if latent.shape[0] != 1:
         raise AnimateDiffError(f"{node} takes one image; image_latent holds {latent.shape[0]}. Pick one with "
                                "Latent From Batch.")
-    return latent
+    return model.model.latent_format.process_in(latent.float())
 
 
 def with_wrappers(model, key: str, wrappers: dict, injection=None):

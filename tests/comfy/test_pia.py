@@ -158,6 +158,10 @@ def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
         ksample(later, steps=1)
     with pytest.raises(AnimateDiffError, match="takes one image; image_latent holds 2"):
         animating(base, pia, image=picture(batch=2))
+    sd3_latent = {"samples": torch.zeros(1, 16, 8, 8)}  # e.g. from EmptySD3LatentImage or an SD3 VAE
+    with pytest.raises(AnimateDiffError, match=r"image_latent has shape \(1, 16, 8, 8\), where the model's latents "
+                                               r"are \(1, 4, height, width\)"):
+        animating(base, pia, image=sd3_latent)
     with pytest.raises(AnimateDiffError, match=r"picture_frame=16, but the video has 16 frames \(0 to 15\)"):
         ksample(animating(base, pia, frame=16), steps=1)
     corner = nodes.ConditioningSetArea().append(conditioning(21), 32, 32, 32, 32, 1.0)[0]

@@ -238,6 +238,17 @@ def test_mistakes_in_the_apply_node_are_named(sparse):
         applied(sparse["scribble"], images(1), "first")
     with pytest.raises(AnimateDiffError, match="connect the checkpoint's VAE"):
         applied(sparse["rgb"], images(1), "0")
+    with pytest.raises(AnimateDiffError, match=r"images have shape \(1, 1, 64, 64, 3\), not an IMAGE batch"):
+        applied(sparse["scribble"], images(1)[None], "0")
+
+
+def test_grey_sketches_and_rgba_pictures_are_taken_as_their_rgb(sparse):
+    """As ComfyUI's image nodes give them (a mask turned image, a PNG with alpha)."""
+    def hint(picture):
+        return applied(sparse["scribble"], picture, "0")[0].cond_hint_original
+    grey, rgb = images(1, seed=3)[..., :1], images(1, seed=3)
+    assert torch.equal(hint(grey), hint(grey.repeat(1, 1, 1, 3)))
+    assert torch.equal(hint(torch.cat([rgb, torch.rand_like(grey)], dim=-1)), hint(rgb))
 
 
 @pytest.mark.parametrize("indices, problem", [("0, 6", r"frame_indices \[6\] lie outside the 6 frames"),
