@@ -320,6 +320,65 @@ def test_warning_when_frames_exceed_the_motion_module(page, screenshots):
     assert "40 frames" in wait_for_warning(page, "AnimateDiff_ApplyMotionModule", True)
 
 
+# Puts a core node (type, its widget values) between the Empty Latent Image and the sampler's latent_image; a
+# LatentBatch also takes a second Empty Latent Image of `second` frames.
+INSERT_LATENT_NODE = f"""([type, widgets, second]) => {{
+    const find = {FIND_NODE};
+    const empty = find("EmptyLatentImage"), sampler = find("AnimateDiff_Sampler");
+    const node = LiteGraph.createNode(type);
+    node.pos = [empty.pos[0], empty.pos[1] + 300];
+    app.graph.add(node);
+    for (const [name, value] of Object.entries(widgets)) node.widgets.find((w) => w.name === name).value = value;
+    empty.connect(0, node, 0);
+    if (second) {{
+        const other = LiteGraph.createNode("EmptyLatentImage");
+        app.graph.add(other);
+        other.widgets.find((w) => w.name === "batch_size").value = second;
+        other.connect(0, node, 1);
+    }}
+    node.connect(0, sampler, sampler.inputs.findIndex((i) => i.name === "latent_image"));
+    app.graph.setDirtyCanvas(true, true);
+}}"""
+
+
+@pytest.mark.parametrize("latent_node, widgets, second, frames", [
+    ("LatentFromBatch", {"batch_index": 40, "length": 30}, None, 24),  # 40–63 of 64
+    ("RepeatLatentBatch", {"amount": 2}, None, 128),
+    ("LatentBatch", {}, 16, 80),
+])
+def test_the_frames_are_counted_through_latent_batch_nodes(page, latent_node, widgets, second, frames):
+    """The frames a sampler gets after the core nodes that cut, repeat or join latent batches (64 made)."""
+    load_tiny_txt2vid(page, frames=64)
+    page.evaluate(INSERT_LATENT_NODE, [latent_node, widgets, second])
+    for node in ("AnimateDiff_ApplyMotionModule", "AnimateDiff_Sampler"):
+        if frames > 32:
+            assert f"{frames} frames, but this v2 motion module sees at most 32" in wait_for_warning(page, node, True)
+        else:
+            wait_for_warning(page, node, False)
+
+
+def test_warnings_reach_samplercustomadvanced_through_its_guider(page):
+    """Apply Motion Module → CFGGuider → SamplerCustomAdvanced: the MODEL travels inside the GUIDER."""
+    load_tiny_txt2vid(page, frames=48)
+    page.evaluate(f"""() => {{
+        const find = {FIND_NODE};
+        const apply = find("AnimateDiff_ApplyMotionModule"), old = find("AnimateDiff_Sampler");
+        const guider = LiteGraph.createNode("CFGGuider"), sampler = LiteGraph.createNode("SamplerCustomAdvanced");
+        guider.pos = [old.pos[0], old.pos[1] + 400];
+        sampler.pos = [old.pos[0] + 300, old.pos[1] + 400];
+        app.graph.add(guider);
+        app.graph.add(sampler);
+        apply.connect(0, guider, 0);
+        guider.connect(0, sampler, sampler.inputs.findIndex((i) => i.name === "guider"));
+        find("EmptyLatentImage").connect(0, sampler, sampler.inputs.findIndex((i) => i.name === "latent_image"));
+        app.graph.remove(old);
+    }}""")
+    assert "48 frames, but this v2 motion module sees at most 32" in wait_for_warning(
+        page, "AnimateDiff_ApplyMotionModule", True)
+    set_widget(page, "EmptyLatentImage", "batch_size", 16)
+    wait_for_warning(page, "AnimateDiff_ApplyMotionModule", False)
+
+
 def test_warning_when_a_model_sampling_node_follows_apply(page, screenshots):
     """The run would stop: ModelSamplingDiscrete between Apply Motion Module and the sampler would bring SD1.5's
     betas back. Before Apply (where it belongs) or with beta_schedule use_existing, nothing to say."""

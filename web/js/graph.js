@@ -14,7 +14,8 @@ export const PROMPT_SCHEDULE = "AnimateDiff_PromptSchedule";
 
 export const widgetValue = (node, name) => node?.widgets?.find((w) => w.name === name)?.value;
 export const inputIndex = (node, name) => node?.inputs?.findIndex((i) => i.name === name) ?? -1;
-export const isModelSlot = (slot) => slot?.type === "MODEL" || slot?.type === "*"; // "*": Reroute nodes
+// A MODEL travels on, or inside a GUIDER (CFGGuider → SamplerCustomAdvanced); "*": Reroute nodes
+export const isModelSlot = (slot) => ["MODEL", "GUIDER", "*"].includes(slot?.type);
 export const isGuidanceSlot = (slot) => ["CONDITIONING", "GUIDER", "*"].includes(slot?.type);
 export const classOf = (node) => node?.comfyClass ?? node?.type;
 export const isActive = (node) => node.mode !== 2 && node.mode !== 4; // LiteGraph's muted (NEVER) and BYPASS modes
@@ -50,15 +51,35 @@ export function modelPathUp(node) {
   }
 }
 
-// The frame count reaching a sampler: the batch_size of the latent node upstream of its latent_image.
+// The frame count reaching a sampler: the latent's batch_size, through the core nodes that change it.
 export function latentFrames(sampler) {
-  let node = inputNode(sampler, inputIndex(sampler, "latent_image"));
-  for (let hops = 0; node && hops < 32; hops++) {
-    const frames = widgetValue(node, "batch_size");
-    if (typeof frames === "number") return frames;
-    node = inputNode(node, node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*") ?? -1);
+  return latentCount(inputNode(sampler, inputIndex(sampler, "latent_image")), 0);
+}
+
+function latentCount(node, depth) {
+  if (!node || depth > 32) return null;
+  const own = widgetValue(node, "batch_size"); // Empty Latent Image and its kin
+  if (typeof own === "number") return own;
+  const up = (name) => latentCount(inputNode(node, inputIndex(node, name)), depth + 1);
+  const known = (...values) => values.every((v) => typeof v === "number");
+  switch (classOf(node)) {
+    case "RepeatLatentBatch": {
+      const [count, amount] = [up("samples"), widgetValue(node, "amount")];
+      return known(count, amount) ? count * amount : null;
+    }
+    case "LatentFromBatch": { // as ComfyUI cuts it: the index and length kept inside the batch
+      const [count, index, length] = [up("samples"), widgetValue(node, "batch_index"), widgetValue(node, "length")];
+      return known(count, index, length) ? Math.min(count - Math.min(count - 1, index), length) : null;
+    }
+    case "LatentBatch": {
+      const [first, second] = [up("samples1"), up("samples2")];
+      return known(first, second) ? first + second : null;
+    }
+    default: { // other latent nodes (upscale, noise mask, …) keep their input's batch
+      const index = node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*") ?? -1;
+      return index >= 0 ? latentCount(inputNode(node, index), depth + 1) : null;
+    }
   }
-  return null;
 }
 
 // Samplers (any node with a latent_image input: KSampler, AnimateDiff_Sampler, …) that take what comes out
