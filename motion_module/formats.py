@@ -37,7 +37,15 @@ CAMERACTRL_PARTS = ("pose_encoder_state_dict", "attention_processor_state_dict")
 
 
 def is_safetensors(path: Path) -> bool:
-    return path.suffix.lower() in SAFETENSORS_SUFFIXES
+    """Told by the content where it is either format (files get renamed), else by the name: a safetensors file
+    starts with its header's length and then its JSON header; PyTorch's zip files and old pickles do not."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:] == b"{":
+        return True
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return False  # PyTorch's zip file, or an old pickle (protocol 2-5)
+    return Path(path).suffix.lower() in SAFETENSORS_SUFFIXES
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
@@ -55,7 +63,11 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             if f.read(4) == b"PK\x03\x04" and not is_zip:
                 raise ModelFileError(path, "is truncated or damaged.", "Download it again.")
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            if path.suffix.lower() in SAFETENSORS_SUFFIXES:  # renamed; torch.load would read it as its name says
+                with open(path, "rb") as f:
+                    loaded = torch.load(f, map_location="cpu", weights_only=True)
+            else:
+                loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
         except Exception as e:  # the safe unpickler fails on foreign bytes with KeyError, EOFError, ...
             reason = next((line for line in str(e).splitlines() if "unsupported" in line.lower()),
                           str(e).split("\n")[0])

@@ -13,7 +13,7 @@ import safetensors
 import torch
 from aiohttp import web
 
-from ..errors import AnimateDiffError
+from ..errors import AnimateDiffError, ModelFileError
 from ..motion_module import detect_spec, read_state_dict
 from ..motion_module.formats import is_safetensors
 from .folders import MOTION_MODELS
@@ -30,12 +30,17 @@ def _header_only(path: Path) -> dict[str, torch.Tensor]:
     if not is_safetensors(path):
         return read_state_dict(path)
     tensors = {}
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            header = f.get_slice(key)  # reads nothing but the header entry
-            # integer and bool tensors stand in as int64: detection only asks whether weights are floats
-            dtype = _DTYPES.get(header.get_dtype(), torch.int64)
-            tensors[key] = torch.empty(header.get_shape(), dtype=dtype, device="meta")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                header = f.get_slice(key)  # reads nothing but the header entry
+                # integer and bool tensors stand in as int64: detection only asks whether weights are floats
+                dtype = _DTYPES.get(header.get_dtype(), torch.int64)
+                tensors[key] = torch.empty(header.get_shape(), dtype=dtype, device="meta")
+    except (safetensors.SafetensorError, OSError, ValueError):
+        return read_state_dict(path)  # which says what is wrong with the file, naming it
+    if not tensors:
+        raise ModelFileError(path, "holds no weights.")
     return tensors
 
 
@@ -56,7 +61,7 @@ async def _motion_module_info(request: web.Request) -> web.Response:
                                  status=404)
     try:  # in a thread: reading an old-style .ckpt takes a while, and the server must keep serving meanwhile
         return web.json_response(await asyncio.to_thread(motion_module_info, name))
-    except (AnimateDiffError, OSError, safetensors.SafetensorError) as e:
+    except (AnimateDiffError, OSError) as e:
         return web.json_response({"name": name, "error": str(e)}, status=400)
 
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 from playwright.sync_api import sync_playwright
 
 from comfy_server import ComfyServer
@@ -19,13 +20,16 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 
 @pytest.fixture(scope="module")
-def server(fixtures_dir):
+def server(fixtures_dir, tmp_path_factory):
+    no_tensors = tmp_path_factory.mktemp("files") / "no_tensors.safetensors"
+    safetensors.torch.save_file({}, no_tensors)
     models = {
         "checkpoints": {"sd15_random.safetensors": fixtures_dir / "sd15_random.safetensors"},
         "animatediff_models": {"mm_v1.safetensors": fixtures_dir / "mm_v1.safetensors",
                                "mm_v2.safetensors": fixtures_dir / "mm_v2.safetensors",
                                "AnimateLCM_sd15_t2v.safetensors": fixtures_dir / "small" / "mm_animatelcm.safetensors",
-                               "a_checkpoint.safetensors": fixtures_dir / "sd15_random.safetensors"},
+                               "a_checkpoint.safetensors": fixtures_dir / "sd15_random.safetensors",
+                               "no_tensors.safetensors": no_tensors},
     }
     with ComfyServer(comfyui_path(), models) as running:
         # a fresh user is greeted by the template browser; this user has seen it

@@ -119,6 +119,17 @@ def test_broken_files_are_refused_with_advice(tmp_path):
     assert "truncated" in refusal(tmp_path, "cut.ckpt", data[: len(data) // 2])
 
 
+def test_a_renamed_file_is_read_by_what_it_holds(tmp_path):
+    """A .safetensors file named .ckpt (or the other way round) is read as what it is, not refused as damaged."""
+    sd = motion_module_state_dict("v2", channels=SMALL, dtype=torch.float32)
+    safetensors.torch.save_file(sd, tmp_path / "was_safetensors.ckpt")
+    torch.save(sd, tmp_path / "was_ckpt.safetensors")
+    torch.save(sd, tmp_path / "was_old_ckpt.sft", _use_new_zipfile_serialization=False)
+    for name in ("was_safetensors.ckpt", "was_ckpt.safetensors", "was_old_ckpt.sft"):
+        read = read_state_dict(tmp_path / name)
+        assert read.keys() == sd.keys() and all(torch.equal(read[k], v) for k, v in sd.items()), name
+
+
 def test_sdxl_and_positionless_modules_are_refused(tmp_path):
     sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
     sdxl = {k: v for k, v in sd.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
