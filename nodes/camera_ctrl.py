@@ -9,6 +9,7 @@ from ..errors import AnimateDiffError
 from ..patching.camera_ctrl import load_camera_ctrl_file, with_camera
 from ..sampling.camera import MOTIONS, camera_motion, read_pose_file
 from .folders import MOTION_MODELS
+from .numbers import finite
 
 CATEGORY = "AnimateDiff"
 POSES = "CAMERA_POSES"
@@ -116,6 +117,7 @@ class CameraMotion:
             },
         }
 
+    @finite("speed")
     def make(self, motion, frames, speed, camera_poses=None):
         return (camera_motion(motion, frames, speed, camera_poses),)
 
@@ -141,6 +143,7 @@ class ApplyCameraCtrl:
                 "How strongly the camera steers the motion: 1 as CameraCtrl was trained, 0 not at all."}),
         }}
 
+    @finite("strength")
     def apply(self, model, cameractrl, camera_poses, strength):
         return (with_camera(model, cameractrl, camera_poses, strength),)
 

@@ -1,6 +1,7 @@
 """AnimateDiff_FreeInit: more consistent frames, for the price of sampling several times."""
 from ..patching.free_init import apply_free_init
 from ..sampling.free_init import LowPassFilter
+from .numbers import finite
 
 
 class FreeInit:
@@ -32,6 +33,7 @@ class FreeInit:
                 "them. At 3 iterations the whole takes 2 samplings' time instead of 3."}),
         }}
 
+    @finite("spatial_cutoff", "temporal_cutoff")
     def apply(self, model, iterations, filter, spatial_cutoff, temporal_cutoff,  # noqa: A002 (the input's name)
               fast_sampling=False):
         return (apply_free_init(model, iterations, filter, spatial_cutoff, temporal_cutoff, fast_sampling),)

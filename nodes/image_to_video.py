@@ -2,6 +2,7 @@
 from ..patching.image_to_video import with_reference_image
 from ..patching.pia import with_picture
 from ..sampling.pia import PRESETS
+from .numbers import finite
 
 
 class AnimateLCMI2VImage:
@@ -25,6 +26,7 @@ class AnimateLCMI2VImage:
                 "passes on. 0.8 as released; higher moves more, lower stays closer to the picture."}),
         }}
 
+    @finite("motion_strength")
     def apply(self, model, image_latent, motion_strength):
         return (with_reference_image(model, image_latent["samples"], motion_strength),)
 

@@ -5,6 +5,7 @@ from ..lora import MotionLoRA as MotionLoRAEntry
 from ..lora import add_to_stack
 from ..patching.lora import apply_domain_adapter, check_motion_lora_file
 from .folders import MOTION_LORAS, adapter_files, adapter_path
+from .numbers import finite
 
 CATEGORY = "AnimateDiff"
 
@@ -33,6 +34,7 @@ class MotionLoRA:
             },
         }
 
+    @finite("strength")
     def add(self, lora_name, strength, prev_motion_lora=None):
         path = folder_paths.get_full_path_or_raise(MOTION_LORAS, lora_name)
         check_motion_lora_file(path)  # a wrong file is refused here, at the node that picked it
@@ -62,5 +64,6 @@ class DomainAdapter:
             },
         }
 
+    @finite("alpha")
     def apply(self, model, adapter_name, alpha):
         return (apply_domain_adapter(model, adapter_path(adapter_name), float(alpha)),)

@@ -4,6 +4,7 @@ import folder_paths
 from ..patching.effect import MotionEffect
 from ..patching.motion import ActingRange, BetaSchedule, apply_motion_model, load_motion_model_file
 from .folders import MOTION_MODELS
+from .numbers import finite
 
 CATEGORY = "AnimateDiff"
 
@@ -71,6 +72,7 @@ class ApplyMotionModule:
             },
         }
 
+    @finite("motion_scale", "effect", "start_percent", "end_percent")
     def apply(self, model, motion_model, motion_lora=None, motion_scale=1.0,
               beta_schedule=BetaSchedule.AUTOSELECT, effect=1.0, effect_mask=None, start_percent=0.0,
               end_percent=1.0):

@@ -6,6 +6,7 @@ import nodes as comfy_nodes
 
 from ..patching.context import context_settings
 from ..sampling.noise import NoiseType, shape_noise
+from .numbers import finite
 
 
 class Sampler:
@@ -26,6 +27,7 @@ class Sampler:
             "noise; constant gives every frame the first frame's noise."})}
         return inputs
 
+    @finite("cfg", "denoise")
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise=1.0, noise_type=NoiseType.DEFAULT):
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])

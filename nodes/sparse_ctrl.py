@@ -6,6 +6,7 @@ import torch
 from ..errors import AnimateDiffError
 from ..patching.sparse_ctrl import load_sparse_ctrl_model
 from ..patching.sparse_hints import SparseControlNet
+from .numbers import finite
 
 CATEGORY = "AnimateDiff"
 CONTROLNETS = "controlnet"  # ComfyUI's own folder, where SparseCtrl files are usually kept
@@ -74,6 +75,7 @@ class ApplySparseCtrl:
             },
         }
 
+    @finite("strength", "start_percent", "end_percent")
     def apply(self, positive, negative, sparse_ctrl, images, frame_indices, strength, start_percent,
               end_percent, vae=None):
         indices = parse_frame_indices(frame_indices)

@@ -15,6 +15,7 @@ from ..lora.augment import CameraMotion, camera_clip
 from ..lora.training import loss_curve_image
 from ..patching.training import encode_clips, train_motion_lora
 from .folders import MOTION_LORAS
+from .numbers import finite
 
 CATEGORY = "AnimateDiff"
 SAFE_NAME = re.compile(r"^[\w\-. ]+$")
@@ -50,6 +51,7 @@ class CameraAugment:
             },
         }
 
+    @finite("speed")
     def augment(self, image, motion, frames, speed, width, height):
         return (camera_clip(image[0].float(), motion, frames, float(speed), width, height),)
 
@@ -101,6 +103,7 @@ class TrainMotionLoRA:
             },
         }
 
+    @finite("learning_rate")
     def train(self, model, motion_model, vae, reference_frames, positive, rank, steps, learning_rate, frames,
               resolution, seed, save_name):
         path = lora_path(save_name)

@@ -220,6 +220,15 @@ def test_bad_files_get_clear_errors_and_the_server_keeps_serving(server, hostile
     assert execution_error(entry) is None
 
 
+def test_nan_sent_by_an_api_client_is_refused_by_name(server):
+    """Python's json writes NaN, and ComfyUI's min/max check lets it through; unchecked it made an all-NaN
+    video that the server reported as a success."""
+    prompt = small_txt2vid(server, frames=2, size=32, steps=1)
+    (apply,) = [node for node in prompt.values() if node["class_type"] == "AnimateDiff_ApplyMotionModule"]
+    apply["inputs"]["effect"] = float("nan")
+    assert "effect is nan, not a number: give it a finite value" in failure(server, prompt)
+
+
 def test_too_many_frames_says_what_to_do(server):
     message = failure(server, small_txt2vid(server, frames=33, size=32, steps=1))
     assert "33 frames > 32 this motion module supports: add AnimateDiff_ContextWindows" in message
