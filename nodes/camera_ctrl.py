@@ -43,10 +43,21 @@ def pose_files() -> list[str]:
 
 
 def pose_file_text(data: bytes) -> str:
-    """Text as editors save it: UTF-8 with or without a byte-order mark, or UTF-16 (Windows' "Unicode")."""
+    """Text as editors save it: UTF-8 with or without a byte-order mark, or UTF-16 (Windows' "Unicode"), also
+    without its mark: a pose file is ASCII, which UTF-16 writes with a zero byte after (or before) each."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return data.decode("utf-16")
+    if len(data) >= 2 and (data[0] == 0) != (data[1] == 0):
+        return data.decode("utf-16-be" if data[0] == 0 else "utf-16-le", errors="replace")
     return data.decode("utf-8-sig", errors="replace")
+
+
+def input_file(name: str) -> str | None:
+    """The path of a file in ComfyUI's input folder, or None; a name that leads out of it finds nothing (ComfyUI
+    checks names against its list before running a node, this also holds for calls from elsewhere)."""
+    folder = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(folder, name))
+    return path if os.path.commonpath([folder, path]) == folder and os.path.isfile(path) else None
 
 
 class LoadCameraPoses:
@@ -75,15 +86,15 @@ class LoadCameraPoses:
 
     @classmethod
     def IS_CHANGED(cls, pose_file, **kwargs):
-        path = os.path.join(folder_paths.get_input_directory(), pose_file)
-        if not os.path.isfile(path):
+        path = input_file(pose_file)
+        if path is None:
             return pose_file
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
 
     def load(self, pose_file, pose_width, pose_height, frame_step=1):
-        path = os.path.join(folder_paths.get_input_directory(), pose_file)
-        if not os.path.isfile(path):
+        path = input_file(pose_file)
+        if path is None:
             raise AnimateDiffError(f"AnimateDiff_LoadCameraPoses: {pose_file} is not in ComfyUI's input folder "
                                    f"({folder_paths.get_input_directory()}). Put the pose file there.")
         with open(path, "rb") as f:

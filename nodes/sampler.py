@@ -4,6 +4,7 @@ import comfy.utils
 import latent_preview
 import nodes as comfy_nodes
 
+from ..errors import AnimateDiffError
 from ..patching.context import context_settings
 from ..sampling.noise import NoiseType, shape_noise
 from .numbers import finite
@@ -31,6 +32,10 @@ class Sampler:
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise=1.0, noise_type=NoiseType.DEFAULT):
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        if latent.ndim != 4:  # e.g. a video model's (batch, channels, frames, height, width)
+            raise AnimateDiffError(f"latent_image has shape {tuple(latent.shape)}; an SD1.5 animation's latent is a "
+                                   "batch of frames (frames, 4, height, width), as Empty Latent Image makes with "
+                                   "batch_size = frames.")
         # the windows the model samples in; without AnimateDiff_ContextWindows, that node's defaults
         windows = context_settings(model.model_options) or {"context_length": 16, "context_overlap": 4}
         noise = shape_noise(noise_type, comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index")),

@@ -17,7 +17,7 @@ MAPS = "animatediff_effect_maps"  # the call's maps, in its transformer_options
 class MotionEffect(SamplingCache):
     def __init__(self, strength: float, mask: torch.Tensor | None = None):
         """`mask`: (1 or one per frame, H, W), values in [0, 1]."""
-        if mask is not None and (mask.ndim != 3 or not torch.isfinite(mask).all()):
+        if mask is not None and (mask.ndim != 3 or 0 in mask.shape or not torch.isfinite(mask).all()):
             raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
                                    f"shape {tuple(mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
                                    f"an image converted to a mask).")

@@ -23,8 +23,9 @@ def parse_keyframes(text: str) -> list[tuple[int, str]]:
             continue
         match = KEYFRAME.match(line)
         if not match:
+            negative = " Frames count from 0; there are no negative frames." if re.match(r"\s*-\d", line) else ""
             raise AnimateDiffError(f"AnimateDiff_PromptSchedule: line {number} ({line.strip()!r}) is not "
-                                   "`frame: prompt`, e.g. `0: a calm sea` then `32: a storm`.")
+                                   f"`frame: prompt`, e.g. `0: a calm sea` then `32: a storm`.{negative}")
         frame = int(match.group(1))
         if frame in keyframes:
             raise AnimateDiffError(f"AnimateDiff_PromptSchedule: frame {frame} has two prompts (line {number}).")

@@ -230,10 +230,12 @@ def test_load_camera_poses_reads_files_as_editors_save_them_and_every_nth_line(t
     (tmp_path / "plain.txt").write_bytes(text.encode())
     (tmp_path / "marked.txt").write_bytes("\ufeff".encode() + "\n".join(rows).encode())  # no URL line: the mark
     (tmp_path / "unicode.txt").write_bytes(text.encode("utf-16"))                     # Windows' "Unicode"
+    (tmp_path / "unmarked_le.txt").write_bytes(text.encode("utf-16-le"))              # and without its mark
+    (tmp_path / "unmarked_be.txt").write_bytes(text.encode("utf-16-be"))
     (tmp_path / "folder.txt").mkdir()
     (tmp_path / "picture.png").write_bytes(b"")
     listed = LoadCameraPoses.INPUT_TYPES()["required"]["pose_file"][0]
-    assert listed == ["marked.txt", "plain.txt", "unicode.txt"]
+    assert listed == ["marked.txt", "plain.txt", "unicode.txt", "unmarked_be.txt", "unmarked_le.txt"]
     for name in listed:
         (poses,) = LoadCameraPoses().load(name, 1280, 720, 1)
         assert len(poses) == 16 and poses.aspect == 1280 / 720, name
@@ -243,3 +245,7 @@ def test_load_camera_poses_reads_files_as_editors_save_them_and_every_nth_line(t
     assert poses.world_to_camera[:, 2, 3].tolist() == [0.0, -0.8] and poses.aspect == 1.0
     with pytest.raises(AnimateDiffError, match="missing.txt is not in ComfyUI's input folder"):
         LoadCameraPoses().load("missing.txt", 1280, 720, 1)
+    (tmp_path.parent / "outside.txt").write_bytes(text.encode())
+    for name in ("../outside.txt", str(tmp_path.parent / "outside.txt")):  # names that lead out of the folder
+        with pytest.raises(AnimateDiffError, match="is not in ComfyUI's input folder"):
+            LoadCameraPoses().load(name, 1280, 720, 1)

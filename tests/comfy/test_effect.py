@@ -147,6 +147,8 @@ def test_a_mask_that_is_not_a_mask_is_refused_when_applied(base, motion):
         animated(base, motion, 1.0, torch.ones(1, 2, 64, 64))
     with pytest.raises(AnimateDiffError, match="effect_mask must be finite"):
         animated(base, motion, 1.0, torch.full((64, 64), float("nan")))
+    with pytest.raises(AnimateDiffError, match=r"got shape \(1, 0, 0\)"):
+        animated(base, motion, 1.0, torch.ones(0, 0))
 
 
 def test_each_cell_takes_the_mean_of_the_mask_pixels_it_covers():

@@ -1,9 +1,11 @@
 """The animating MODEL behaves the same under every sampler entry point of ComfyUI."""
 import comfy.sample
 import comfy.samplers
+import pytest
 import torch
 
 from comfy_env import conditioning, ksample, latent, tiny_sd15
+from animatediff.errors import AnimateDiffError
 from animatediff.nodes.sampler import Sampler
 from animatediff.patching.motion import apply_motion_model, load_motion_model_file
 
@@ -33,3 +35,11 @@ def test_custom_sampling_guider_gives_the_ksampler_result(fixtures_dir):
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 2)
     custom = guider.sample(noise, empty, comfy.samplers.sampler_object("euler"), sigmas, seed=5)
     assert torch.equal(core, custom)
+
+
+def test_a_latent_that_is_not_a_batch_of_frames_is_named(fixtures_dir):
+    """E.g. a video model's 5-D latent: the frames of an SD1.5 animation are the batch."""
+    video = {"samples": torch.zeros(1, 4, 8, 8, 8)}
+    with pytest.raises(AnimateDiffError, match=r"latent_image has shape \(1, 4, 8, 8, 8\); an SD1.5 animation's"):
+        Sampler().sample(animated(fixtures_dir), 1, 1, 7.5, "euler", "normal", conditioning(11), conditioning(12),
+                         video, denoise=1.0, noise_type="free_noise")

@@ -12,7 +12,8 @@ def test_keyframes_parse_in_frame_order_with_comments_and_blank_lines():
 
 
 @pytest.mark.parametrize("text,message", [("a calm sea", "line 1"), ("0: a\n0: b", "frame 0 has two prompts"),
-                                          ("", "no `frame: prompt`")])
+                                          ("", "no `frame: prompt`"),
+                                          ("0: a\n-1: b", "line 2 .* there are no negative frames")])
 def test_bad_schedules_say_which_line(text, message):
     with pytest.raises(AnimateDiffError, match=message):
         parse_keyframes(text)
