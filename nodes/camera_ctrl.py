@@ -46,18 +46,16 @@ def pose_file_text(data: bytes) -> str:
     """Text as editors save it: UTF-8 with or without a byte-order mark, or UTF-16 (Windows' "Unicode"), also
     without its mark: a pose file is ASCII, which UTF-16 writes with a zero byte after (or before) each."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16")
+        return data.decode("utf-16", errors="replace")
     if len(data) >= 2 and (data[0] == 0) != (data[1] == 0):
         return data.decode("utf-16-be" if data[0] == 0 else "utf-16-le", errors="replace")
     return data.decode("utf-8-sig", errors="replace")
 
 
 def input_file(name: str) -> str | None:
-    """The path of a file in ComfyUI's input folder, or None; a name that leads out of it finds nothing (ComfyUI
-    checks names against its list before running a node, this also holds for calls from elsewhere)."""
-    folder = os.path.realpath(folder_paths.get_input_directory())
-    path = os.path.realpath(os.path.join(folder, name))
-    return path if os.path.commonpath([folder, path]) == folder and os.path.isfile(path) else None
+    """The path of a listed pose file, or None: the list is what ComfyUI checks a prompt's name against, and
+    this holds for calls from elsewhere too (a name such as ../x leads out of the input folder)."""
+    return os.path.join(folder_paths.get_input_directory(), name) if name in pose_files() else None
 
 
 class LoadCameraPoses:

@@ -2,7 +2,8 @@
 import folder_paths
 
 from ..patching.effect import MotionEffect
-from ..patching.motion import ActingRange, BetaSchedule, apply_motion_model, load_motion_model_file
+from ..patching.motion import ActingRange, apply_motion_model, load_motion_model_file
+from ..patching.schedule import BetaSchedule
 from .folders import MOTION_MODELS
 from .numbers import finite
 

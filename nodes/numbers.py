@@ -18,7 +18,7 @@ def finite(*names: str):
             for name in names:
                 value = values.get(name)
                 if value is not None and not math.isfinite(value):
-                    raise AnimateDiffError(f"{name} is {value}, not a number: give it a finite value (an API "
+                    raise AnimateDiffError(f"{name} is {value}, not a finite number: give it a number (an API "
                                            "client may have sent NaN or Infinity in its JSON).")
             return function(*args, **kwargs)
         checked.finite_inputs = names

@@ -25,8 +25,8 @@ _cache: dict[tuple[str, int, int], dict] = {}  # (path, size, mtime) → info; a
 
 def _header_only(path: Path) -> dict[str, torch.Tensor]:
     """A .safetensors file's keys as empty meta tensors of the right shape: detection needs no weights, and
-    reading the header is instant where loading 900 MB is not. .ckpt files are memory-mapped by
-    read_state_dict, so they are cheap too."""
+    reading the header is instant where loading 900 MB is not. Other files are read whole (PyTorch's zip
+    files memory-mapped, so cheaply); so is a file whose header cannot be read, which read_state_dict names."""
     if not is_safetensors(path):
         return read_state_dict(path)
     tensors = {}

@@ -88,7 +88,9 @@ class CameraCondition(SamplingCache):
     def add_to_call(self, executor, x, *args, **kwargs):
         """APPLY_MODEL wrapper: the call's transformer_options carry the camera to the motion layers."""
         options = call_options(args, kwargs)
-        # n + 0·merge(…) is n; a call outside Apply Motion Module's start–end has its motion layers sit out
+        # n + 0·merge(…) is n; a call outside Apply Motion Module's start–end has its motion layers sit out (its
+        # wrapper, added before this node's, runs outside this one and has marked the call; were the order
+        # reversed, the encoder would run for nothing, with the same result)
         if self.strength == 0 or options.get(KEY, {}).get(IDLE):
             return executor(x, *args, **kwargs)
         self.check_whole_latent(x, f"{NODE}'s camera")

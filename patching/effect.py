@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
+from ..motion_module.formats import is_finite
 from .calls import SamplingCache, call_frames, call_options, frames_in_call, with_call_options
 
 MAPS = "animatediff_effect_maps"  # the call's maps, in its transformer_options
@@ -17,7 +18,7 @@ MAPS = "animatediff_effect_maps"  # the call's maps, in its transformer_options
 class MotionEffect(SamplingCache):
     def __init__(self, strength: float, mask: torch.Tensor | None = None):
         """`mask`: (1 or one per frame, H, W), values in [0, 1]."""
-        if mask is not None and (mask.ndim != 3 or 0 in mask.shape or not torch.isfinite(mask).all()):
+        if mask is not None and (mask.ndim != 3 or 0 in mask.shape or not is_finite(mask)):
             raise AnimateDiffError(f"effect_mask must be finite masks of shape (frames, height, width); got "
                                    f"shape {tuple(mask.shape)}. Connect a MASK (e.g. from LoadImage's mask or "
                                    f"an image converted to a mask).")

@@ -7,19 +7,16 @@
   and a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
-  starts that no node placed after this one replaced it;
+  starts that no node placed after this one replaced it (patching/schedule.py);
 - an effect_mask's maps are made per call by an APPLY_MODEL wrapper (patching/effect.py), and so are
   CameraCtrl's pose features (patching/camera_ctrl.py);
 - start_percent / end_percent: an APPLY_MODEL wrapper marks the calls outside that part of the sampling, and
   the motion layers and v1's frame-wide norms sit those out (ActingRange).
 """
-import functools
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.model_sampling
 import comfy.ops
 import comfy.patcher_extension
 import torch
@@ -27,12 +24,13 @@ from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
 from ..errors import AnimateDiffError
-from ..motion_module import MotionModel, MotionModelSpec, MotionVersion, load_motion_model, sd15_placements
+from ..motion_module import MotionModel, MotionModelSpec, load_motion_model, sd15_placements
 from ..motion_module.layers import MotionModule
 from . import prompts
 from .calls import call_options, frames_in_call, with_call_options
 from .effect import MotionEffect, blend
 from .lora import motion_lora_patcher
+from .schedule import with_beta_schedule
 
 KEY = "animatediff"
 IDLE = "idle"  # in a call's transformer_options[KEY]: outside start_percent–end_percent, the module sits out
@@ -243,91 +241,6 @@ def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
         attention = [m for m in block if isinstance(m, SpatialTransformer)]
         if attention and attention[0].transformer_blocks[0].attn2.to_k.in_features != 768:
             refuse("its text conditioning is not CLIP-L's 768 channels")
-
-
-class BetaSchedule:
-    AUTOSELECT = "autoselect"                  # the schedule the motion module was trained with (LCM's too)
-    ANIMATEDIFF_LINEAR = "animatediff_linear"  # linear 0.00085 → 0.012 ("sqrt_linear" in LDM naming)
-    SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's own ("linear" in LDM naming)
-    USE_EXISTING = "use_existing"              # keep the model's schedule (e.g. one set by another node)
-    ANIMATELCM = "animatelcm"                  # AnimateLCM's LCM sampling, for its files told apart only by values
-    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING, ANIMATELCM]
-
-    LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
-
-
-# AnimateLCM's inference configs: LCM over this many of the 1000 training timesteps, on linear betas to this end
-LCM_SCHEDULES = {MotionVersion.ANIMATELCM: (100, 0.012), MotionVersion.ANIMATELCM_I2V: (200, 0.014)}
-
-
-@functools.cache
-def animatelcm_sampling(original_timesteps: int = 100) -> type:
-    """How AnimateLCM samples (its inference config): consistency steps, with LCM's boundary condition, on 100
-    of the 1000 training timesteps (9, 19, ..., 999; AnimateLCM-I2V: 200, 4, 9, ..., 999). ComfyUI's own LCM
-    classes, as its ModelSamplingDiscrete node combines them, only over these timesteps where that node takes
-    50."""
-    # imported here: it imports ComfyUI's `nodes`, which the pack's pure sampling paths do not need
-    from comfy_extras.nodes_model_advanced import LCM, ModelSamplingDiscreteDistilled
-
-    class AnimateLCMSampling(ModelSamplingDiscreteDistilled, LCM):
-        pass
-    AnimateLCMSampling.original_timesteps = original_timesteps
-    return AnimateLCMSampling
-
-
-def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
-    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
-    earlier = next((w.__self__ for w in patcher.get_wrappers(outer, KEY)
-                    if isinstance(getattr(w, "__self__", None), ScheduleKept)), None)
-    patcher.remove_wrappers_with_key(outer, KEY)  # an earlier Apply Motion Module's check, if any
-    if schedule == BetaSchedule.USE_EXISTING:
-        return
-    requested = schedule
-    current = patcher.get_model_object("model_sampling")
-    if earlier is not None and current is earlier.model_sampling:
-        current = earlier.replaced  # an earlier Apply Motion Module's schedule: start from what it replaced
-    if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
-        raise AnimateDiffError(f"beta_schedule={schedule} sets betas, which only a discrete-time model has; this "
-                               "model samples in continuous time (set by a node such as ModelSamplingContinuousEDM "
-                               "or ModelSamplingContinuousV). Use beta_schedule=use_existing to keep that.")
-    sampling, linear_end = type(current), 0.012
-    # AnimateLCM's are distilled for LCM sampling on linear betas; its diffusers-format file loads as v2
-    if schedule == BetaSchedule.ANIMATELCM or (schedule == BetaSchedule.AUTOSELECT and spec.version in LCM_SCHEDULES):
-        original_timesteps, linear_end = LCM_SCHEDULES.get(spec.version, LCM_SCHEDULES[MotionVersion.ANIMATELCM])
-        sampling = animatelcm_sampling(original_timesteps)
-    if schedule in (BetaSchedule.AUTOSELECT, BetaSchedule.ANIMATELCM):
-        schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
-    settings = dict(patcher.model.model_config.sampling_settings)
-    # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
-    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=linear_end,
-                    zsnr=bool(getattr(current, "zsnr", False)))
-    ours = sampling(SimpleNamespace(sampling_settings=settings))
-    patcher.add_object_patch("model_sampling", ours)
-    # a ModelSampling node placed after this one would silently sample with SD1.5's betas again: refuse that
-    patcher.add_wrapper_with_key(outer, KEY, ScheduleKept(ours, requested, current).check)
-
-
-@dataclass(frozen=True)
-class ScheduleKept:
-    """At sampling: the model still samples with the schedule Apply Motion Module set."""
-    model_sampling: object
-    schedule: str
-    replaced: object  # the model's schedule before, for an Apply Motion Module after this one
-
-    def check(self, executor, *args, **kwargs):
-        current = executor.class_obj.model_patcher.get_model_object("model_sampling")
-        ours = self.model_sampling
-        # the same object, or (should a ComfyUI copy it) the same sigmas: another schedule would differ in them
-        kept = current is ours or (getattr(current, "sigmas", None) is not None
-                                   and current.sigmas.shape == ours.sigmas.shape
-                                   and torch.equal(current.sigmas.cpu(), ours.sigmas.cpu()))
-        if not kept:
-            raise AnimateDiffError(
-                "A node after AnimateDiff_ApplyMotionModule (such as ModelSamplingDiscrete) replaced the noise "
-                f"schedule set there (beta_schedule={self.schedule}), so the animation would sample with other "
-                "betas, often washed out. Put that node before Apply Motion Module (its prediction type and zsnr "
-                "are kept on the motion module's schedule), or set beta_schedule to use_existing.")
-        return executor(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
 from ..motion_module.file_kinds import FileKind, require_kind
-from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, is_finite, module_channels,
+from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, checked_weights, module_channels,
                                      read_state_dict)
 from ..motion_module.layers import TORCH_OPS
 from ..motion_module.model import TABLE_SUFFIX
@@ -81,12 +81,9 @@ def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.d
     """The model of a SparseCtrl file, in the dtype ComfyUI picks for ControlNets here; also the device to
     run it on and the dtype to compute in when that differs (as ComfyUI's ControlNet loader returns them)."""
     state_dict = read_state_dict(path)
-    latent_hints = _kind(state_dict, path)
+    latent_hints = takes_latent_hints(state_dict, path)
     motion_sd = {k: v for k, v in state_dict.items() if MOTION_KEY.match(k) and not k.endswith(TABLE_SUFFIX)}
     spatial_sd = {k: v for k, v in state_dict.items() if not MOTION_KEY.match(k)}
-    broken = next((k for k, v in state_dict.items() if v.is_floating_point() and not is_finite(v)), None)
-    if broken:
-        raise ModelFileError(path, f"has NaN or infinite values (e.g. in `{broken}`).", "The file is damaged.")
 
     config = _unet_config(spatial_sd, path)
     weight_dtype = comfy.utils.weight_dtype(spatial_sd)
@@ -103,15 +100,15 @@ def load_sparse_ctrl_model(path) -> tuple[SparseCtrlModel, torch.device, torch.d
         plain = _control_net(config, hint_channels, latent_hints, PLAIN_OPS)
     spatial_sd = _ldm_names(spatial_sd, config, latent_hints)
     check_layout("an SD1.5 SparseCtrl", {k: v.shape for k, v in plain.state_dict().items()}, spatial_sd, path)
-    control.load_state_dict({k: v.to(dtype) for k, v in spatial_sd.items()}, strict=True, assign=True)
+    control.load_state_dict(checked_weights(spatial_sd, dtype, path), strict=True, assign=True)
     control.eval().requires_grad_(False)
     check_layout("an SD1.5 SparseCtrl's motion modules",
                  {k: s for k, s in motion.shapes().items() if not k.endswith(TABLE_SUFFIX)}, motion_sd, path)
-    motion.take_weights({k: v.to(dtype) for k, v in motion_sd.items()})
+    motion.take_weights(checked_weights(motion_sd, dtype, path))
     return SparseCtrlModel(control, motion, latent_hints), load_device, compute_dtype
 
 
-def _kind(state_dict, path) -> bool:
+def takes_latent_hints(state_dict, path) -> bool:
     """True for an RGB (latent-hint) file, False for an image-hint one; anything else is refused."""
     require_kind(state_dict, path, FileKind.SPARSECTRL)
     if any(MOTION_KEY.match(k) for k in state_dict) and (RGB_EMBEDDING in state_dict or IMAGE_EMBEDDING in state_dict):

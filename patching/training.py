@@ -16,7 +16,8 @@ from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_squar
                              temporal_attention_layers, train)
 from ..motion_module.formats import is_finite
 from .calls import compute_dtype
-from .motion import BetaSchedule, apply_motion_model
+from .motion import apply_motion_model
+from .schedule import BetaSchedule
 
 
 @contextlib.contextmanager

@@ -357,6 +357,8 @@ def test_the_frames_are_counted_through_latent_batch_nodes(page, latent_node, wi
             assert f"{frames} frames, but this v2 motion module sees at most 32" in wait_for_warning(page, node, True)
         else:
             wait_for_warning(page, node, False)
+    page.evaluate(f"(type) => {{ ({FIND_NODE})(type).mode = 4; }}", latent_node)  # bypassed: the 64 pass through
+    wait_for_warning_text(page, "AnimateDiff_Sampler", "64 frames, but this v2 motion module sees at most 32")
 
 
 def test_warnings_reach_samplercustomadvanced_through_its_guider(page):
@@ -452,6 +454,10 @@ def test_warning_when_the_prompt_schedule_has_other_frames_than_the_latent(page)
     assert wait_for_warning(page, "AnimateDiff_PromptSchedule", True) == (
         "frames=70, but the latent holds 64: set frames to 64 (the latent's batch_size), or the batch_size to 70.")
     set_widget(page, "EmptyLatentImage", "batch_size", 70)
+    wait_for_warning(page, "AnimateDiff_PromptSchedule", False)
+    set_widget(page, "EmptyLatentImage", "batch_size", 64)
+    wait_for_warning(page, "AnimateDiff_PromptSchedule", True)
+    page.evaluate(f"() => {{ ({FIND_NODE})('AnimateDiff_ApplyMotionModule').mode = 4; }}")  # no check to stop it
     wait_for_warning(page, "AnimateDiff_PromptSchedule", False)
 
 

@@ -110,7 +110,8 @@ def test_the_image_steers_windowed_sampling_repeatably_and_a_second_node_replace
 
 
 def test_mistakes_are_named(base, motion, i2v):
-    with pytest.raises(AnimateDiffError, match="AnimateLCM-I2V motion module .*this model has an AnimateDiff v3 motion module"):
+    with pytest.raises(AnimateDiffError,
+                       match="AnimateLCM-I2V motion module .*this model has an AnimateDiff v3 motion module"):
         AnimateLCMI2VImage().apply(apply_motion_model(base, motion["v3"], 1.0, "autoselect"), picture(), 0.8)
     with pytest.raises(AnimateDiffError, match="this model has no motion module"):
         AnimateLCMI2VImage().apply(base, picture(), 0.8)

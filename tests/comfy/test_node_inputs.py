@@ -19,6 +19,6 @@ def test_every_float_input_is_refused_when_not_finite(node_id):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_value_that_is_not_a_number_is_named(base, motion, value):
-    with pytest.raises(AnimateDiffError, match=f"motion_scale is {value}, not a number: give it a finite value"):
+    with pytest.raises(AnimateDiffError, match=f"motion_scale is {value}, not a finite number: give it a number"):
         ApplyMotionModule().apply(base, motion["v2"], None, value, "autoselect")
     ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect")  # positional, as the tests call it

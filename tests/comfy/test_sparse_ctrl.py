@@ -280,7 +280,8 @@ def test_files_that_are_not_sparsectrls_are_refused_with_what_they_are(small, tm
         LoadSparseCtrl().load("motion.safetensors")
     plain = {k: v for k, v in file_weights(small / FILES["scribble"]).items() if ".motion_modules." not in k}
     safetensors.torch.save_file(plain, str(tmp_path / "controlnet.safetensors"))
-    with pytest.raises(ModelFileError, match="is a ControlNet in diffusers' format, not a SparseCtrl.*core Load ControlNet Model"):
+    with pytest.raises(ModelFileError,
+                       match="is a ControlNet in diffusers' format, not a SparseCtrl.*core Load ControlNet Model"):
         LoadSparseCtrl().load("controlnet.safetensors")
     damaged = {k: v for k, v in file_weights(small / FILES["rgb"]).items() if not k.startswith("controlnet_mid")}
     safetensors.torch.save_file(damaged, str(tmp_path / "damaged.safetensors"))

@@ -27,7 +27,8 @@ from animatediff.nodes.folders import MOTION_LORAS, register_model_folders
 from animatediff.nodes.lora import MotionLoRA
 from animatediff.nodes.motion import LoadMotionModule
 from animatediff.nodes.training import CameraAugment, TrainMotionLoRA
-from animatediff.patching.motion import BetaSchedule, apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import apply_motion_model, load_motion_model_file
+from animatediff.patching.schedule import BetaSchedule
 from animatediff.patching.training import encode_clips, train_motion_lora
 from comfy_server import ui_to_api
 from random_weights import motion_lora_state_dict

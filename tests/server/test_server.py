@@ -226,7 +226,7 @@ def test_nan_sent_by_an_api_client_is_refused_by_name(server):
     prompt = small_txt2vid(server, frames=2, size=32, steps=1)
     (apply,) = [node for node in prompt.values() if node["class_type"] == "AnimateDiff_ApplyMotionModule"]
     apply["inputs"]["effect"] = float("nan")
-    assert "effect is nan, not a number: give it a finite value" in failure(server, prompt)
+    assert "effect is nan, not a finite number: give it a number" in failure(server, prompt)
 
 
 def test_too_many_frames_says_what_to_do(server):

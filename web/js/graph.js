@@ -57,7 +57,10 @@ export function latentFrames(sampler) {
 }
 
 function latentCount(node, depth) {
-  if (!node || depth > 32) return null;
+  if (!node || depth > 32 || node.mode === 2) return null; // a muted node gives nothing
+  const first = () => latentCount(inputNode(node, node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*")
+    ?? -1), depth + 1);
+  if (node.mode === 4) return first(); // bypassed: its input passes through
   const own = widgetValue(node, "batch_size"); // Empty Latent Image and its kin
   if (typeof own === "number") return own;
   const up = (name) => latentCount(inputNode(node, inputIndex(node, name)), depth + 1);
@@ -75,10 +78,8 @@ function latentCount(node, depth) {
       const [first, second] = [up("samples1"), up("samples2")];
       return known(first, second) ? first + second : null;
     }
-    default: { // other latent nodes (upscale, noise mask, …) keep their input's batch
-      const index = node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*") ?? -1;
-      return index >= 0 ? latentCount(inputNode(node, index), depth + 1) : null;
-    }
+    default: // other latent nodes (upscale, noise mask, …) keep their input's batch
+      return first();
   }
 }
 

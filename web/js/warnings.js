@@ -126,13 +126,14 @@ function cameraWarning(node) {
   return null;
 }
 
-// Prompt Schedule's frames against the frames of the samplers its conditioning reaches: ComfyUI would repeat or
-// cut the prompts to the latent's batch, so Apply Motion Module stops such a run.
+// Prompt Schedule's frames against the frames of the samplers its conditioning reaches with an animating model:
+// ComfyUI would repeat or cut the prompts to the latent's batch, so Apply Motion Module stops such a run.
 function promptScheduleWarning(node) {
   const scheduled = widgetValue(node, "frames");
   for (const sampler of samplersDownstream(node, isGuidanceSlot)) {
     const frames = latentFrames(sampler);
     if (typeof scheduled !== "number" || typeof frames !== "number" || !isActive(sampler)) continue;
+    if (!modelPathUp(sampler).some((n) => classOf(n) === APPLY && isActive(n))) continue;
     if (scheduled !== frames) {
       return `frames=${scheduled}, but the latent holds ${frames}: set frames to ${frames} (the latent's ` +
         `batch_size), or the batch_size to ${scheduled}.`;
