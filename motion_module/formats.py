@@ -39,8 +39,11 @@ CAMERACTRL_PARTS = ("pose_encoder_state_dict", "attention_processor_state_dict")
 def is_safetensors(path: Path) -> bool:
     """Told by the content where it is either format (files get renamed), else by the name: a safetensors file
     starts with its header's length and then its JSON header; PyTorch's zip files and old pickles do not."""
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:  # the reader that follows says what is wrong
+        head = b""
     if len(head) == 9 and head[8:] == b"{":
         return True
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
