@@ -45,17 +45,28 @@ class FreeInit:
         torch.randn(noise.shape, generator=fresh_noise)
         first_noise = noise.cpu().float()  # what every round's re-noising adds back
         current = noise
-        for round_index in range(self.iterations):
+        schedules = [coarse_to_fine(sigmas, i, self.iterations) if self.fast_sampling else sigmas
+                     for i in range(self.iterations)]
+        total, done = sum(len(s) - 1 for s in schedules), 0
+        for round_index, steps in enumerate(schedules):
             if round_index:
                 guider.conds = {k: [c.copy() for c in v] for k, v in prepared.items()}
                 clean = guider.model_patcher.model.process_latent_in(output).to("cpu", torch.float32)
                 fresh = torch.randn(noise.shape, generator=fresh_noise, dtype=torch.float32)
                 renoised = diffuse_to_start(clean, first_noise, start, from_max)
                 current = mix_frequencies(renoised, fresh, low_pass).to(noise.dtype)
-            steps = coarse_to_fine(sigmas, round_index, self.iterations) if self.fast_sampling else sigmas
-            output = executor(current, latent_image, sampler, steps, denoise_mask, callback, disable_pbar, seed,
-                              **kwargs)
+            output = executor(current, latent_image, sampler, steps, denoise_mask, progress(callback, done, total),
+                              disable_pbar, seed, **kwargs)
+            done += len(steps) - 1
         return output
+
+
+def progress(callback, done: int, total: int):
+    """A round's sampler callback (step, x0, x, steps of the round) reporting the step among all the rounds', so
+    the progress bar and a service's progress messages count up once, to the rounds' total."""
+    if callback is None:
+        return None
+    return lambda step, x0, x, _steps: callback(done + step, x0, x, total)
 
 
 def apply_free_init(model, iterations: int, kind: str, spatial_cutoff: float, temporal_cutoff: float,

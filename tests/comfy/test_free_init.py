@@ -83,6 +83,19 @@ def test_the_second_round_samples_from_the_re_noised_first_mixed_with_fresh_nois
     assert (ours - first).abs().max() > 0.05 * first.abs().max()  # and the second round did change the frames
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_progress_counts_up_once_over_every_rounds_steps(animated, fast):
+    """What the progress bar and a service's websocket progress messages show: no restart per round."""
+    (model,) = FreeInit().apply(animated, 3, "butterworth", 0.25, 0.25, fast)
+    sigmas = comfy.samplers.calculate_sigmas(animated.get_model_object("model_sampling"), "normal", 4)
+    noise, seen = comfy.sample.prepare_noise(latent(4)["samples"], 1), []
+    comfy.sample.sample_custom(model, noise, 7.5, comfy.samplers.sampler_object("euler"), sigmas, conditioning(11),
+                               conditioning(12), torch.zeros_like(noise), seed=1,
+                               callback=lambda step, x0, x, total: seen.append((step, total)))
+    total = 1 + 2 + 4 if fast else 3 * 4  # coarse to fine: int(4 · (k + 1) / 3) steps in round k = 0, 1, 2
+    assert seen == [(step, total) for step in range(total)]
+
+
 def test_controlnet_hints_guide_every_round(animated):
     """ControlNets are prepared and cleaned up by each round's sampling: the second round under a hint per frame
     equals sampling that noise with the same hints."""
