@@ -61,8 +61,10 @@ async def _motion_module_info(request: web.Request) -> web.Response:
                                  status=404)
     try:  # in a thread: reading an old-style .ckpt takes a while, and the server must keep serving meanwhile
         return web.json_response(await asyncio.to_thread(motion_module_info, name))
-    except (AnimateDiffError, OSError) as e:
-        return web.json_response({"name": name, "error": str(e)}, status=400)
+    except (AnimateDiffError, OSError) as e:  # named as the editor lists it, not by the server's own path
+        path = folder_paths.get_full_path(MOTION_MODELS, name)
+        return web.json_response({"name": name, "error": str(e).replace(str(path), name) if path else str(e)},
+                                 status=400)
 
 
 def register_routes():

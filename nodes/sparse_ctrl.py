@@ -51,14 +51,17 @@ class ApplySparseCtrl:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = ("The positive prompt, guided by the SparseCtrl: for the sampler's positive input.",
+                       "The negative prompt, guided likewise: for the sampler's negative input.")
     FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "positive": ("CONDITIONING",),
-                "negative": ("CONDITIONING",),
+                "positive": ("CONDITIONING", {"tooltip": "The positive prompt (e.g. CLIPTextEncode's)."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt; SparseCtrl guides both, as "
+                                                         "ControlNet does."}),
                 "sparse_ctrl": ("SPARSE_CTRL", {"tooltip": "From AnimateDiff_LoadSparseCtrl."}),
                 "images": ("IMAGE", {"tooltip": "One image per frame index, in the same order: photos for "
                                                 "an RGB SparseCtrl, sketches (white lines on black) for "
@@ -66,9 +69,12 @@ class ApplySparseCtrl:
                 "frame_indices": ("STRING", {"default": "0", "tooltip":
                     "The frame each image guides, separated by commas: \"0\" (first frame), \"0, -1\" (first "
                     "and last). Negative numbers count from the end."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                    "How strongly the images guide their frames (1 as trained)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                    "Where in the sampling the guidance starts (0: the first, noisiest step), as ControlNet's."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                    "Where in the sampling the guidance ends (1: the last step)."}),
             },
             "optional": {
                 "vae": ("VAE", {"tooltip": "Needed by RGB SparseCtrls, which take the images as latents."}),

@@ -119,8 +119,10 @@ class TrainMotionLoRA:
         metadata = {"animatediff_trained": f"steps={steps} rank={rank} lr={learning_rate} clips={len(clips)} "
                                            f"frames={frames} resolution={resolution} motion_module={motion_model.name}"}
         save_atomically(weights.released_state_dict(), path, metadata)
-        stack = add_to_stack(None, MotionLoRAEntry(os.path.basename(path), path, 1.0))
-        return (stack, loss_curve_image(losses))
+        name = os.path.basename(path)
+        stack = add_to_stack(None, MotionLoRAEntry(name, path, 1.0))
+        # also in /history, for a service: the file's name and the loss of every step
+        return {"ui": {"motion_lora": [name], "loss": losses}, "result": (stack, loss_curve_image(losses))}
 
 
 def lora_path(save_name: str) -> str:

@@ -142,7 +142,7 @@ def test_motion_module_info_route(server):
     status, body = server.request("GET", "/animatediff/motion_module_info?name=a_checkpoint.safetensors")
     assert status == 400 and "is a Stable Diffusion checkpoint, not a motion module" in body["error"]
     status, body = server.request("GET", "/animatediff/motion_module_info?name=no_tensors.safetensors")
-    assert status == 400 and body["error"].endswith("no_tensors.safetensors: holds no weights.")
+    assert status == 400 and body["error"] == "no_tensors.safetensors: holds no weights."  # not the server's path
     for name in ["mm_v3.safetensors", "../checkpoints/sd15_random.safetensors", ""]:  # only listed files
         status, body = server.request("GET", f"/animatediff/motion_module_info?name={urllib.parse.quote(name)}")
         assert status == 404 and "is not in models/animatediff_models" in body["error"], name

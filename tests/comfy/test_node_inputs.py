@@ -22,3 +22,14 @@ def test_a_value_that_is_not_a_number_is_named(base, motion, value):
     with pytest.raises(AnimateDiffError, match=f"motion_scale is {value}, not a finite number: give it a number"):
         ApplyMotionModule().apply(base, motion["v2"], None, value, "autoselect")
     ApplyMotionModule().apply(base, motion["v2"], None, 1.0, "autoselect")  # positional, as the tests call it
+
+
+@pytest.mark.parametrize("node_id", NODE_CLASS_MAPPINGS)
+def test_every_node_describes_itself_each_input_and_each_output(node_id):
+    """What the editor shows on hovering, and what /object_info gives a service."""
+    register_model_folders()
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    assert cls.DESCRIPTION
+    inputs = {name: spec for group in cls.INPUT_TYPES().values() for name, spec in group.items()}
+    assert [name for name, spec in inputs.items() if len(spec) < 2 or not spec[1].get("tooltip")] == []
+    assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES)

@@ -5,6 +5,7 @@ inference tensors exactly as in a real graph. The VAE is ComfyUI's own `comfy.sd
 initialised TAESD (4 latent channels, 8× downscale, like SD1.5's VAE, but small).
 """
 import json
+import math
 import os
 from pathlib import Path
 
@@ -105,10 +106,11 @@ def test_frozen_weights_are_bit_identical_and_untouched(core, setup):
 def node_run(setup):
     base, motion = setup["base"], setup["motion"]
     with torch.inference_mode():
-        stack, curve = TrainMotionLoRA().train(base, motion, setup["vae"], setup["clip"], conditioning(21), rank=4,
-                                               steps=4, learning_rate=5e-3, frames=FRAMES, resolution=RESOLUTION,
-                                               seed=1, save_name="zoom_trained")
-    return {"stack": stack, "curve": curve, "path": setup["folder"] / "zoom_trained.safetensors"}
+        out = TrainMotionLoRA().train(base, motion, setup["vae"], setup["clip"], conditioning(21), rank=4, steps=4,
+                                      learning_rate=5e-3, frames=FRAMES, resolution=RESOLUTION, seed=1,
+                                      save_name="zoom_trained")
+    stack, curve = out["result"]
+    return {"stack": stack, "curve": curve, "ui": out["ui"], "path": setup["folder"] / "zoom_trained.safetensors"}
 
 
 def test_saved_file_has_the_released_key_format(node_run):
@@ -119,6 +121,12 @@ def test_saved_file_has_the_released_key_format(node_run):
     assert not os.path.exists(str(node_run["path"]) + ".partial")
     with safetensors.safe_open(str(node_run["path"]), "pt") as f:
         assert "steps=4 rank=4" in f.metadata()["animatediff_trained"]
+
+
+def test_history_tells_a_service_the_file_and_the_loss_of_every_step(node_run):
+    ui = node_run["ui"]
+    assert ui["motion_lora"] == ["zoom_trained.safetensors"]
+    assert len(ui["loss"]) == 4 and all(isinstance(v, float) and math.isfinite(v) for v in ui["loss"])
 
 
 def test_output_stack_is_what_the_motion_lora_node_loads(node_run):
