@@ -13,7 +13,7 @@ import safetensors
 import torch
 from aiohttp import web
 
-from ..errors import AnimateDiffError, ModelFileError
+from ..errors import AnimateDiffError
 from ..motion_module import detect_spec, read_state_dict
 from ..motion_module.formats import is_safetensors
 from .folders import MOTION_MODELS
@@ -38,10 +38,9 @@ def _header_only(path: Path) -> dict[str, torch.Tensor]:
                 dtype = _DTYPES.get(header.get_dtype(), torch.int64)
                 tensors[key] = torch.empty(header.get_shape(), dtype=dtype, device="meta")
     except (safetensors.SafetensorError, OSError, ValueError):
-        return read_state_dict(path)  # which says what is wrong with the file, naming it
-    if not tensors:
-        raise ModelFileError(path, "holds no weights.")
-    return tensors
+        tensors = {}
+    # a header that cannot be read, or one of no tensors: the reader says what is wrong, naming the file
+    return tensors or read_state_dict(path)
 
 
 def motion_module_info(name: str) -> dict:

@@ -58,9 +58,9 @@ export function latentFrames(sampler) {
 
 function latentCount(node, depth) {
   if (!node || depth > 32 || node.mode === 2) return null; // a muted node gives nothing
-  const first = () => latentCount(inputNode(node, node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*")
-    ?? -1), depth + 1);
-  if (node.mode === 4) return first(); // bypassed: its input passes through
+  const latentInput = node.inputs?.findIndex((i) => i.type === "LATENT" || i.type === "*") ?? -1;
+  const passedThrough = () => latentCount(inputNode(node, latentInput), depth + 1);
+  if (node.mode === 4) return passedThrough(); // bypassed
   const own = widgetValue(node, "batch_size"); // Empty Latent Image and its kin
   if (typeof own === "number") return own;
   const up = (name) => latentCount(inputNode(node, inputIndex(node, name)), depth + 1);
@@ -79,7 +79,7 @@ function latentCount(node, depth) {
       return known(first, second) ? first + second : null;
     }
     default: // other latent nodes (upscale, noise mask, …) keep their input's batch
-      return first();
+      return passedThrough();
   }
 }
 
