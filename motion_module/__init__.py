@@ -2,7 +2,7 @@
 from .formats import MotionVersion, detect_spec, load_motion_model, read_state_dict
 from .layers import MotionModule, sinusoidal_positions
 from .model import MotionModel, MotionModelSpec
-from .placement import Placement, sd15_placements
+from .placement import Placement, placements
 
 __all__ = ["MotionVersion", "detect_spec", "load_motion_model", "read_state_dict", "MotionModule",
-           "sinusoidal_positions", "MotionModel", "MotionModelSpec", "Placement", "sd15_placements"]
+           "sinusoidal_positions", "MotionModel", "MotionModelSpec", "Placement", "placements"]

@@ -14,7 +14,6 @@ class FileKind:
     CAMERACTRL = "cameractrl"
     CONTROLNET = "controlnet"
     DIFFUSERS_CONTROLNET = "diffusers_controlnet"
-    HOTSHOTXL = "hotshotxl"
     DIFFUSERS_UNET = "diffusers_unet"
     IMAGE_LORA = "image_lora"
     CHECKPOINT = "checkpoint"
@@ -36,8 +35,6 @@ class FileKind:
         CONTROLNET: ("a ControlNet", "Load it with the core Load ControlNet Model node."),
         DIFFUSERS_CONTROLNET: ("a ControlNet in diffusers' format",
                                "Load it with the core Load ControlNet Model node."),
-        HOTSHOTXL: ("a HotshotXL temporal model (SDXL), which this pack does not run yet",
-                    "Use an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2 or v3_sd15_mm."),
         DIFFUSERS_UNET: ("a whole UNet with motion modules in diffusers' format (UNetMotionModel)",
                          "Use the motion adapter alone (a MotionAdapter's diffusion_pytorch_model.safetensors) or "
                          "the original release of the motion module."),
@@ -58,11 +55,10 @@ def file_kind(keys) -> str:
 
     def has(*parts):
         return any(part in k for k in keys for part in parts)
-    motion = has("motion_modules")  # kohya's LoRA names join it with underscores
+    # kohya's LoRA names join it with underscores; HotshotXL calls its motion modules temporal attentions
+    motion = has("motion_modules") or has("temporal_attentions.") and has("positional_encoding")
     if has("qkv_merge.", "encoder_conv_in.", "encoder_down_conv_blocks."):
         return FileKind.CAMERACTRL
-    if has("temporal_attentions.") and has("positional_encoding"):
-        return FileKind.HOTSHOTXL
     if has("controlnet_cond_embedding."):
         return FileKind.SPARSECTRL if motion else FileKind.DIFFUSERS_CONTROLNET
     if has("control_model.", "input_hint_block."):

@@ -21,6 +21,8 @@ class MotionVersion:
     ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
     ANIMATELCM_I2V = "AnimateLCM-I2V"  # AnimateLCM_sd15_i2v: AnimateLCM's layout plus an image encoder
     PIA = "PIA"  # pia.ckpt: v3's layout plus a 9-channel conv_in; the resnets normalise jointly over frames, as v1
+    SDXL = "SDXL"  # mm_sdxl_v10_beta: v3's layout on SDXL's 3 UNet levels (320, 640, 1280)
+    HOTSHOTXL = "HotshotXL"  # Hotshot-XL's temporal layers: SDXL's layout, 24 positions; joint norms, as v1
     LCM = (ANIMATELCM, ANIMATELCM_I2V)
 
 
@@ -96,6 +98,11 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+# Hotshot-XL names a module `temporal_attentions.j` without the `temporal_transformer.` level, and its table
+# `positional_encoding`; the modules are the original's otherwise
+HOTSHOT_MODULE = re.compile(r"^((?:down_blocks|up_blocks)\.\d+)\.temporal_attentions\.(\d+)\.(.+)$")
+HOTSHOT_TABLE = ("pos_encoder.positional_encoding", "pos_encoder.pe")
+
 # diffusers' MotionAdapter names a module's parts its own way (its converter's renames, inverted)
 DIFFUSERS_MODULE = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)$")
 DIFFUSERS_PARTS = (("transformer_blocks.0.attn1.", "transformer_blocks.0.attention_blocks.0."),
@@ -107,11 +114,14 @@ DIFFUSERS_TABLE = "transformer_blocks.0.pos_embed.pe"
 
 
 def original_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A motion adapter in diffusers' format (MotionAdapter) under the original release's names; other files as
-    they are. diffusers keeps one positional table per module, which both attentions add: the original's two
-    tables are copies of it. (diffusers' own module normalises over all frames before its projection, where the
-    original normalises each frame; the renamed weights run as the original, with which they were trained.)"""
+    """HotshotXL's temporal layers, and a motion adapter in diffusers' format (MotionAdapter), under the original
+    release's names; other files as they are. diffusers keeps one positional table per module, which both
+    attentions add: the original's two tables are copies of it. (diffusers' own module normalises over all
+    frames before its projection, where the original normalises each frame; the renamed weights run as the
+    original, with which they were trained.)"""
     keys = list(state_dict)
+    if any(HOTSHOT_MODULE.match(k) for k in keys) and not any(MOTION_KEY.match(k) for k in keys):
+        return {_hotshot_name(k): v for k, v in state_dict.items()}
     diffusers = any(DIFFUSERS_MODULE.match(k) and ".transformer_blocks." in k for k in keys) and not any(
         ".temporal_transformer." in k for k in keys)
     if not diffusers:
@@ -131,6 +141,14 @@ def original_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         old, new = next(((o, n) for o, n in DIFFUSERS_PARTS if part.startswith(o)), ("", ""))
         renamed[prefix + new + part[len(old):]] = value
     return renamed
+
+
+def _hotshot_name(key: str) -> str:
+    match = HOTSHOT_MODULE.match(key)
+    if not match:
+        return key  # the layout check names it
+    block, index, part = match.groups()
+    return f"{block}.motion_modules.{index}.temporal_transformer.{part.replace(*HOTSHOT_TABLE)}"
 
 
 def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> MotionModelSpec:
@@ -160,15 +178,21 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
     down = block_channels(modules, "down_blocks", path)
     up = block_channels(modules, "up_blocks", path)
     mid = modules.get(("mid_block", 0, 0))
-    if len(down) == 3:
-        raise ModelFileError(path, "is an SDXL motion module; this pack animates SD1.5 models for now.",
-                             "Use an SD1.5 motion module (mm_sd_v14/v15, mm_sd_v15_v2, v3_sd15_mm).")
-    if len(down) != 4 or len(up) != 4:
+    if len(down) not in (3, 4) or len(up) != len(down):
         raise ModelFileError(path, f"has motion modules for {len(down)} down and {len(up)} up blocks; SD1.5 "
-                             "motion modules have 4 of each.", "The file may be damaged or of an unknown family.")
+                             "motion modules have 4 of each, SDXL's 3.",
+                             "The file may be damaged or of an unknown family.")
+    if up != down[::-1]:  # a UNet's up blocks mirror its down blocks
+        raise ModelFileError(path, f"has up blocks of {up} channels for down blocks of {down}, which no UNet has "
+                             "(the up blocks mirror the down blocks).",
+                             "The file may be damaged or of an unknown family.")
 
     image_encoder = any(k.startswith("img_encoder.") for k in keys)
     input_conv = "conv_in.weight" in state_dict
+    if len(down) == 3 and (positionless or image_encoder or input_conv or mid):
+        raise ModelFileError(path, "is an SDXL motion module of a variant this pack does not know (AnimateDiff's "
+                             "and HotshotXL's have positional tables and no mid-block module, image encoder or "
+                             "conv_in).", "Use mm_sdxl_v10_beta or HotshotXL's temporal layers as released.")
     if input_conv and (positionless or image_encoder or mid):
         raise ModelFileError(path, "has an input convolution (`conv_in`) like PIA's, but not PIA's layout (PIA has "
                              "positional tables, no mid-block module and no image encoder).",
@@ -187,6 +211,8 @@ def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpe
     else:
         max_frames = tables[0].shape[1] if tables[0].ndim == 3 else 0
         version = MotionVersion.V2 if mid else (MotionVersion.V1 if max_frames == 24 else MotionVersion.V3)
+        if len(down) == 3:  # SDXL's UNet: AnimateDiff's module has 32 positions, HotshotXL's 24
+            version = MotionVersion.HOTSHOTXL if max_frames == 24 else MotionVersion.SDXL
         version = MotionVersion.PIA if input_conv else version
     return MotionModelSpec(version=version, down_channels=tuple(down), up_channels=tuple(up),
                            mid_channels=mid, max_frames=max_frames, image_encoder=image_encoder,

@@ -16,8 +16,8 @@ PIA_INPUT_CHANNELS = 9  # the noisy latent's 4, the affinity's 1, the image late
 @dataclass(frozen=True)
 class MotionModelSpec:
     """What a motion-module file holds, as read from its keys (see formats.detect_spec)."""
-    version: str                      # "v1", "v2", "v3", "AnimateLCM", "AnimateLCM-I2V", "PIA" (MotionVersion),
-                                      # "SparseCtrl"
+    version: str                      # "v1", "v2", "v3", "AnimateLCM", "AnimateLCM-I2V", "PIA", "SDXL",
+                                      # "HotshotXL" (MotionVersion), "SparseCtrl"
     down_channels: tuple[int, ...]    # one entry per down block, e.g. (320, 640, 1280, 1280)
     up_channels: tuple[int, ...]      # one entry per up block, e.g. (1280, 1280, 640, 320)
     mid_channels: int | None          # channels of the mid-block module, None when there is none
@@ -31,7 +31,8 @@ class MotionModelSpec:
     @property
     def kind(self) -> str:
         """For messages: "AnimateDiff v2", "AnimateLCM", "PIA"."""
-        return self.version if self.version.startswith("Animate") or self.input_conv else f"AnimateDiff {self.version}"
+        named = self.version.startswith(("Animate", "Hotshot")) or self.input_conv
+        return self.version if named else f"AnimateDiff {self.version}"
 
     @property
     def described(self) -> str:
@@ -39,9 +40,14 @@ class MotionModelSpec:
         return f"{'an' if self.kind[0] in 'AEIOU' else 'a'} {self.kind} motion module"
 
     @property
+    def base(self) -> str:
+        """The image model family it animates: "SDXL" (a UNet of 3 levels) or "SD1.5" (4)."""
+        return "SDXL" if len(self.down_channels) == 3 else "SD1.5"
+
+    @property
     def normalises_over_frames(self) -> bool:
-        """v1 and PIA were trained with the UNet's resnets normalising over all frames of a video."""
-        return self.version == "v1" or self.input_conv
+        """v1, PIA and HotshotXL were trained with the UNet's resnets normalising over all frames of a video."""
+        return self.version in ("v1", "HotshotXL") or self.input_conv
 
     @property
     def module_count(self) -> int:

@@ -1,8 +1,9 @@
-"""Where each motion module sits in an SD1.5 UNet, in ComfyUI/LDM block naming (FORMATS.md §1).
+"""Where each motion module sits in an SD1.5 or SDXL UNet, in ComfyUI/LDM block naming (FORMATS.md §1).
 
 down_blocks.i.motion_modules.j follows input_blocks[3i + j + 1]; up_blocks.i.motion_modules.j follows
 output_blocks[3i + j]; mid_block.motion_modules.0 follows the attention of middle_block. Inside a block
-the module goes after the resnet and its spatial transformer, before any down- or upsampler.
+the module goes after the resnet and its spatial transformer, before any down- or upsampler. SDXL's UNet has
+three levels to SD1.5's four, with the same blocks per level, so the same rule places its modules.
 """
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ class Placement:
     index: int | None   # index into input_blocks / output_blocks; None for the middle block
 
 
-def sd15_placements(model: MotionModel) -> list[Placement]:
+def placements(model: MotionModel) -> list[Placement]:
     spec = model.spec
     places = []
     for i in range(len(spec.down_channels)):

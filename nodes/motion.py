@@ -11,9 +11,9 @@ CATEGORY = "AnimateDiff"
 
 
 class LoadMotionModule:
-    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2 or v3), AnimateLCM's (t2v or i2v) or PIA's, .ckpt "
-                   "or .safetensors (also diffusers' MotionAdapter files), from models/animatediff_models; its "
-                   "version is told from the file's weights.")
+    DESCRIPTION = ("Loads an AnimateDiff motion module (v1, v2, v3 or SDXL), AnimateLCM's (t2v or i2v), PIA's or "
+                   "HotshotXL's, .ckpt or .safetensors (also diffusers' MotionAdapter files), from "
+                   "models/animatediff_models; its version is told from the file's weights.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOTION_MODEL",)
     OUTPUT_TOOLTIPS = ("The motion module, to connect to AnimateDiff_ApplyMotionModule.",)
@@ -23,7 +23,8 @@ class LoadMotionModule:
     def INPUT_TYPES(cls):
         return {"required": {"model_name": (folder_paths.get_filename_list(MOTION_MODELS), {
             "tooltip": "A motion module file in models/animatediff_models, e.g. mm_sd_v15_v2.ckpt, "
-                       "v3_sd15_mm.ckpt or AnimateLCM_sd15_t2v.ckpt."})}}
+                       "v3_sd15_mm.ckpt or AnimateLCM_sd15_t2v.ckpt (SD1.5), mm_sdxl_v10_beta.ckpt or "
+                       "hsxl_temporal_layers.safetensors (SDXL)."})}}
 
     def load(self, model_name):
         path = folder_paths.get_full_path_or_raise(MOTION_MODELS, model_name)
@@ -42,7 +43,8 @@ class ApplyMotionModule:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5 model (base or fine-tuned)."}),
+                "model": ("MODEL", {"tooltip": "An SD1.5 model (base or fine-tuned), or an SDXL model for an SDXL "
+                                               "motion module."}),
                 "motion_model": ("MOTION_MODEL", {"tooltip": "From AnimateDiff_LoadMotionModule."}),
             },
             "optional": {
@@ -53,10 +55,10 @@ class ApplyMotionModule:
                     "selectively (often more motion), below 1 more evenly (calmer); 0 averages all frames."}),
                 "beta_schedule": (BetaSchedule.ALL, {"default": BetaSchedule.AUTOSELECT, "tooltip":
                     "Noise schedule. autoselect uses the one the motion module was trained with (linear "
-                    "0.00085→0.012, 'sqrt_linear' in ComfyUI), for AnimateLCM with its LCM sampling (then "
-                    "sample with the lcm sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, "
-                    "washed-out videos. animatelcm: AnimateLCM's sampling for its diffusers-format file, which "
-                    "loads as v2."}),
+                    "0.00085→0.012, 'sqrt_linear' in ComfyUI; AnimateDiff SDXL's: scaled linear to 0.020; "
+                    "HotshotXL's: SDXL's own), for AnimateLCM with its LCM sampling (then sample with the lcm "
+                    "sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, washed-out videos. "
+                    "animatelcm: AnimateLCM's sampling for its diffusers-format file, which loads as v2."}),
                 "effect": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                     "How much of its change each motion layer keeps: 1 is the original, 0 leaves the frames "
                     "unmixed over time (each as the image model makes it), between them a blend; e.g. 0.5–0.8 "

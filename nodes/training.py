@@ -74,8 +74,8 @@ class TrainMotionLoRA:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.5 model to train with, ε- or v-prediction (frozen, left "
-                                            "unchanged)."}),
+                "model": ("MODEL", {"tooltip": "The SD1.5 model (SDXL for an SDXL motion module) to train with, "
+                                            "ε- or v-prediction (frozen, left unchanged)."}),
                 "motion_model": ("MOTION_MODEL", {"tooltip":
                     "The motion module the LoRA is for (frozen, left unchanged); the released MotionLoRAs are "
                     "for v2 (mm_sd_v15_v2)."}),

@@ -24,7 +24,7 @@ from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
 from ..errors import AnimateDiffError
-from ..motion_module import MotionModel, MotionModelSpec, load_motion_model, sd15_placements
+from ..motion_module import MotionModel, MotionModelSpec, load_motion_model, placements
 from ..motion_module.layers import MotionModule
 from . import prompts
 from .calls import call_options, frames_in_call, with_call_options
@@ -196,7 +196,7 @@ class MotionInjection:
         self.hooks = []
 
     def _targets(self, unet):
-        for place in sd15_placements(self.motion_model):
+        for place in placements(self.motion_model):
             module = self.motion_model.get_submodule(place.motion_key)
             block = unet.middle_block if place.index is None else getattr(unet, place.unet_blocks)[place.index]
             yield place, module, block
@@ -220,27 +220,37 @@ class MotionInjection:
         self.hooks = []
 
 
+# A family's UNet: input blocks (3 per level), its text encoder's width, the advice for the other family
+UNETS = {"SD1.5": (12, 768, "CLIP-L's 768", "for SDXL models an SDXL motion module (mm_sdxl_v10_beta)"),
+         "SDXL": (9, 2048, "SDXL's 2048 (CLIP-L and CLIP-G)",
+                  "for SD1.5 models an SD1.5 motion module (mm_sd_v15_v2, v3_sd15_mm)")}
+
+
 def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
     """Refuses a UNet whose blocks do not have the channels the motion module was made for."""
+    base = motion_model.spec.base
+    blocks, text_width, text, other = UNETS[base]
+
     def refuse(why):
-        raise AnimateDiffError(f"The motion module {module_name} is for SD1.5 models, but the model is "
-                               f"{model_name} ({why}). Load an SD1.5 checkpoint (or an SD1.5 fine-tune).")
-    if getattr(unet, "middle_block", None) is None or len(unet.input_blocks) != 12 or len(unet.output_blocks) != 12:
-        refuse(f"its UNet has {len(getattr(unet, 'input_blocks', []))} input blocks, SD1.5 has 12")
+        raise AnimateDiffError(f"The motion module {module_name} is for {base} models, but the model is "
+                               f"{model_name} ({why}). Load an {base} checkpoint (or an {base} fine-tune), or {other}.")
+    found = len(getattr(unet, "input_blocks", []))
+    if getattr(unet, "middle_block", None) is None or found != blocks or len(unet.output_blocks) != blocks:
+        refuse(f"its UNet has {found} input blocks, {base} has {blocks}")
     conv_in = unet.input_blocks[0][0]
     if motion_model.spec.input_conv and getattr(conv_in, "in_channels", None) != 4:
         raise AnimateDiffError(f"PIA's motion module {module_name} adds its picture to a UNet that takes the 4 "
                                f"latent channels, but this model's takes {getattr(conv_in, 'in_channels', '?')} "
                                f"(an inpainting model?). Load an ordinary SD1.5 checkpoint.")
-    for place in sd15_placements(motion_model):
+    for place in placements(motion_model):
         block = unet.middle_block if place.index is None else getattr(unet, place.unet_blocks)[place.index]
         resnet = next(m for m in block if isinstance(m, ResBlock))
         channels = motion_model.get_submodule(place.motion_key).temporal_transformer.proj_in.in_features
         if resnet.out_channels != channels:
             refuse(f"{place.unet_blocks} has {resnet.out_channels} channels where the module expects {channels}")
         attention = [m for m in block if isinstance(m, SpatialTransformer)]
-        if attention and attention[0].transformer_blocks[0].attn2.to_k.in_features != 768:
-            refuse("its text conditioning is not CLIP-L's 768 channels")
+        if attention and attention[0].transformer_blocks[0].attn2.to_k.in_features != text_width:
+            refuse(f"its text conditioning is not {text} channels")
 
 
 @dataclass(frozen=True)

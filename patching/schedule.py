@@ -18,12 +18,22 @@ KEY = "animatediff_schedule"  # wrapper key
 class BetaSchedule:
     AUTOSELECT = "autoselect"                  # the schedule the motion module was trained with (LCM's too)
     ANIMATEDIFF_LINEAR = "animatediff_linear"  # linear 0.00085 → 0.012 ("sqrt_linear" in LDM naming)
-    SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's own ("linear" in LDM naming)
+    SD_SCALED_LINEAR = "sd_scaled_linear"      # SD1.5's and SDXL's own ("linear" in LDM naming)
     USE_EXISTING = "use_existing"              # keep the model's schedule (e.g. one set by another node)
     ANIMATELCM = "animatelcm"                  # AnimateLCM's LCM sampling, for any module (its diffusers file)
-    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING, ANIMATELCM]
+    ANIMATEDIFF_SDXL = "animatediff_sdxl"      # AnimateDiff SDXL's: scaled linear 0.00085 → 0.020
+    ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING, ANIMATELCM, ANIMATEDIFF_SDXL]
 
-    LDM_NAMES = {ANIMATEDIFF_LINEAR: "sqrt_linear", SD_SCALED_LINEAR: "linear"}
+    BETAS = {ANIMATEDIFF_LINEAR: ("sqrt_linear", 0.012), SD_SCALED_LINEAR: ("linear", 0.012),
+             ANIMATEDIFF_SDXL: ("linear", 0.020)}  # (LDM name, last beta); all start at 0.00085
+
+
+def trained_schedule(spec: MotionModelSpec) -> str:
+    """The betas a motion module was trained with: HotshotXL SDXL's own, AnimateDiff SDXL its config's, and every
+    SD1.5 release AnimateDiff's linear ones (AnimateLCM's too, distilled on them)."""
+    if spec.version == MotionVersion.HOTSHOTXL:
+        return BetaSchedule.SD_SCALED_LINEAR
+    return BetaSchedule.ANIMATEDIFF_SDXL if spec.base == "SDXL" else BetaSchedule.ANIMATEDIFF_LINEAR
 
 
 # AnimateLCM's inference configs: LCM over this many of the 1000 training timesteps, on linear betas to this end
@@ -60,19 +70,21 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
         current = earlier.replaced  # an earlier Apply Motion Module's schedule: start from what it replaced
     if not isinstance(current, comfy.model_sampling.ModelSamplingDiscrete):
         raise AnimateDiffError(f"beta_schedule={schedule} sets betas, which only a discrete-time model has; this "
-                               "model samples in continuous time (set by a node such as ModelSamplingContinuousEDM "
-                               "or ModelSamplingContinuousV). Use beta_schedule=use_existing to keep that.")
-    sampling, linear_end = type(current), 0.012
+                               "model samples in continuous time (as Playground v2.5 does, or as a node such as "
+                               "ModelSamplingContinuousEDM or ModelSamplingContinuousV sets). Use "
+                               "beta_schedule=use_existing to keep that.")
+    sampling = type(current)
+    if schedule == BetaSchedule.AUTOSELECT:
+        schedule = BetaSchedule.ANIMATELCM if spec.version in LCM_SCHEDULES else trained_schedule(spec)
+    ldm_name, linear_end = BetaSchedule.BETAS.get(schedule, BetaSchedule.BETAS[BetaSchedule.ANIMATEDIFF_LINEAR])
     # AnimateLCM's are distilled for LCM sampling on linear betas (its diffusers-format file loads as v2, and
     # the animatelcm choice gives it the same)
-    if schedule == BetaSchedule.ANIMATELCM or (schedule == BetaSchedule.AUTOSELECT and spec.version in LCM_SCHEDULES):
+    if schedule == BetaSchedule.ANIMATELCM:
         original_timesteps, linear_end = LCM_SCHEDULES.get(spec.version, LCM_SCHEDULES[MotionVersion.ANIMATELCM])
         sampling = animatelcm_sampling(original_timesteps)
-    if schedule in (BetaSchedule.AUTOSELECT, BetaSchedule.ANIMATELCM):
-        schedule = BetaSchedule.ANIMATEDIFF_LINEAR  # every SD1.5 AnimateDiff release was trained with it
     settings = dict(patcher.model.model_config.sampling_settings)
     # zsnr (zero terminal SNR, e.g. set by the core ModelSamplingDiscrete node) rescales whichever betas are used
-    settings.update(beta_schedule=BetaSchedule.LDM_NAMES[schedule], linear_start=0.00085, linear_end=linear_end,
+    settings.update(beta_schedule=ldm_name, linear_start=0.00085, linear_end=linear_end,
                     zsnr=bool(getattr(current, "zsnr", False)))
     ours = sampling(SimpleNamespace(sampling_settings=settings))
     patcher.add_object_patch("model_sampling", ours)

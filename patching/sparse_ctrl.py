@@ -16,13 +16,13 @@ import comfy.model_management
 import comfy.ops
 import comfy.utils
 import torch
-from comfy.ldm.modules.attention import attention_pytorch
+from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.model_detection import count_blocks
 from torch import nn
 
-from ..errors import ModelFileError
+from ..errors import AnimateDiffError, ModelFileError
 from ..motion_module import MotionModel, MotionModelSpec
 from ..motion_module.file_kinds import FileKind, require_kind
 from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, checked_weights, module_channels,
@@ -49,6 +49,8 @@ class SparseCtrlModel(torch.nn.Module):
         self.motion = motion
         self.latent_hints = latent_hints  # RGB: hints are VAE latents; otherwise images
         self.dtype = control.dtype
+        self.text_width = next(m.transformer_blocks[0].attn2.to_k.in_features for m in control.modules()
+                               if isinstance(m, SpatialTransformer))
         modules = motion.spec.modules_per_down_block
         # input_blocks[3i + j + 1] is layer j of down block i (FORMATS.md §1's placement)
         self.motion_after = {3 * i + j + 1: (block.motion_modules[j],)
@@ -61,6 +63,11 @@ class SparseCtrlModel(torch.nn.Module):
 
     def forward(self, x, hint, timesteps, context, video_frames: int, y=None, **kwargs):
         check_frames_fit(video_frames, self.motion.spec.max_frames, "SparseCtrl")
+        if context is not None and context.shape[-1] != self.text_width:
+            family = " (SDXL's width)" if context.shape[-1] == 2048 else ""
+            raise AnimateDiffError(f"SparseCtrl is an SD1.5 ControlNet, whose text conditioning is {self.text_width} "
+                                   f"wide, but this model's is {context.shape[-1]} wide{family}: SparseCtrl cannot "
+                                   "guide it. Use SparseCtrl with an SD1.5 checkpoint and v3_sd15_mm.")
         net = self.control
         emb = net.time_embed(timestep_embedding(timesteps, net.model_channels, repeat_only=False).to(x.dtype))
         h = torch.zeros_like(x)  # SparseCtrl is trained with its noisy input set to zero

@@ -17,7 +17,7 @@ from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_squar
 from ..motion_module.formats import is_finite
 from .calls import compute_dtype
 from .motion import apply_motion_model
-from .schedule import BetaSchedule
+from .schedule import trained_schedule
 
 
 @contextlib.contextmanager
@@ -106,8 +106,21 @@ def caption_of(positive) -> torch.Tensor:
     return context
 
 
-def unet_of(patched, context: torch.Tensor):
-    """model(x_t, t): the loaded, patched UNet's raw output for one video (batch = frames) on the caption."""
+def pooled_text_of(model, positive, latent: torch.Tensor) -> torch.Tensor | None:
+    """SDXL's `y` for the caption: its pooled text and the frames' size, as ComfyUI's sampler makes it (the size
+    from the latent unless the conditioning sets one, as CLIPTextEncodeSDXL does). None for a model without
+    one (SD1.5)."""
+    size = {"width": latent.shape[-1] * 8, "height": latent.shape[-2] * 8}
+    try:
+        return model.model.encode_adm(**{**size, **positive[0][1]})
+    except KeyError as e:
+        raise AnimateDiffError(f"positive has no {e} (the pooled text an SDXL model also needs): connect a "
+                               "CLIPTextEncode with this checkpoint's CLIP.") from e
+
+
+def unet_of(patched, context: torch.Tensor, pooled_text: torch.Tensor | None = None):
+    """model(x_t, t): the loaded, patched UNet's raw output for one video (batch = frames) on the caption (and,
+    for SDXL, its pooled text `y`)."""
     unet = patched.model.diffusion_model
     dtype = compute_dtype(patched.model)
     options = dict(patched.model_options["transformer_options"])
@@ -117,7 +130,8 @@ def unet_of(patched, context: torch.Tensor):
 
     def model(x_t, timesteps):
         c = context.to(x_t.device, dtype).expand(x_t.shape[0], -1, -1)
-        return unet(x_t.to(dtype), timesteps, context=c, transformer_options=options)
+        y = None if pooled_text is None else pooled_text.to(x_t.device, dtype).expand(x_t.shape[0], -1)
+        return unet(x_t.to(dtype), timesteps, context=c, y=y, transformer_options=options)
     return model
 
 
@@ -135,8 +149,9 @@ def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: 
         # Newer ComfyUIs' dynamic VRAM streams weights through shared buffers, where autograd cannot keep them
         # for the backward pass; a plain patcher of the same model is their own way out (as for weight hooks).
         model = model.get_non_dynamic_delegate()
-    # The motion modules' linear betas, keeping the model's prediction type and zero terminal SNR.
-    patched = apply_motion_model(model, motion, 1.0, BetaSchedule.ANIMATEDIFF_LINEAR)
+    pooled_text = pooled_text_of(model, positive, clips[0])
+    # The betas the motion module was trained with, keeping the model's prediction type and zero terminal SNR.
+    patched = apply_motion_model(model, motion, 1.0, trained_schedule(motion.spec))
     # As ComfyUI's sampler does: the motion module's own patcher is an additional model, loaded only when asked
     # for. Otherwise whichever clone of it was loaded last (with an earlier MotionLoRA merged in) stays loaded.
     comfy.model_management.load_models_gpu([patched, *patched.get_nested_additional_models()])
@@ -145,8 +160,10 @@ def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: 
     with torch.inference_mode(False), torch.enable_grad():
         weights = MotionLoRAWeights(temporal_attention_layers(motion.model), rank, generator).to(device)
         clips = [c.detach().clone().to(device) for c in clips]  # plain tensors, not inference ones
-        context = caption.detach().clone()  # a plain tensor, not an inference one
+        # plain tensors, not inference ones
+        context = caption.detach().clone()
+        pooled_text = None if pooled_text is None else pooled_text.detach().clone()
         with frozen(patched.model.diffusion_model, motion.model), weights.attached():
-            losses = train(unet_of(patched, context), clips, weights, steps, learning_rate, seed, on_step,
-                           alphas_of(patched), prediction)
+            losses = train(unet_of(patched, context, pooled_text), clips, weights, steps, learning_rate, seed,
+                           on_step, alphas_of(patched), prediction)
     return weights, losses

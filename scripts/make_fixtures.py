@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from random_weights import (SMALL_CHANNELS, V3_CONFIG, cameractrl_original, cameractrl_state_dict,
-                            domain_adapter_state_dict, motion_lora_state_dict, motion_module_state_dict, random_tensor,
-                            sparse_ctrl_state_dict)
+from random_weights import (SDXL_CHANNELS, SMALL_CHANNELS, SMALL_SDXL_CHANNELS, V3_CONFIG, cameractrl_original,
+                            cameractrl_state_dict, domain_adapter_state_dict, hotshotxl_state_dict,
+                            motion_lora_state_dict, motion_module_state_dict, random_tensor, sparse_ctrl_state_dict)
 
 # Bump when the generated content changes: a different stamp on disk makes the CLI regenerate everything.
 STAMP = "animatediff-fixtures-1"
@@ -131,7 +131,11 @@ def fixture_jobs(small_only=False):
     in_state_dict = lambda sd: {"state_dict": sd}
     with_config = lambda sd: {**sd, "animatediff_config": V3_CONFIG}
     jobs = [(f"small/mm_{v}.safetensors", small(v), None) for v in ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v")]
-    jobs += [("small/mm_v2.ckpt", small("v2"), in_state_dict), ("small/mm_pia.ckpt", small("pia"), None)]
+    jobs += [("small/mm_v2.ckpt", small("v2"), in_state_dict), ("small/mm_pia.ckpt", small("pia"), None),
+             ("small/mm_sdxl.safetensors",
+              lambda: motion_module_state_dict("sdxl", SMALL_SDXL_CHANNELS, dtype=torch.float32), None),
+             ("small/hsxl_temporal_layers.safetensors",
+              lambda: hotshotxl_state_dict(SMALL_SDXL_CHANNELS, dtype=torch.float32), None)]
     # MotionLoRAs and the domain adapter: small ones for the tiny UNet (fp32, low rank), full-size ones
     # in the released ranks. "zoom" has mid-block weights like the released files; "pan" leaves them out, as
     # a MotionLoRA made for a module without a mid block would.
@@ -156,7 +160,8 @@ def fixture_jobs(small_only=False):
             jobs += [(f"mm_{v}.ckpt", full(v), wrap), (f"mm_{v}.safetensors", full(v), None)]
         jobs += [("mm_animatelcm.safetensors", full("animatelcm"), None),
                  ("mm_animatelcm_i2v.safetensors", full("animatelcm_i2v"), None),
-                 ("mm_pia.safetensors", full("pia"), None)]
+                 ("mm_pia.safetensors", full("pia"), None),
+                 ("mm_sdxl.safetensors", lambda: motion_module_state_dict("sdxl", SDXL_CHANNELS), None)]
         jobs.append(("sd15_random.safetensors", sd15_checkpoint_state_dict, None))
         jobs += [("motion_lora_zoom.safetensors", lambda: motion_lora_state_dict(seed=1), None),
                  ("motion_lora_pan.ckpt", lambda: motion_lora_state_dict(with_mid=False, seed=2), None),

@@ -10,8 +10,11 @@ import torch
 
 FULL_CHANNELS = (320, 640, 1280, 1280)
 SMALL_CHANNELS = (32, 64, 128, 128)
+SDXL_CHANNELS = (320, 640, 1280)  # SDXL's UNet has three levels
+SMALL_SDXL_CHANNELS = (32, 64, 128)
 # AnimateLCM's files hold no positional tables
-PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None, "animatelcm_i2v": None, "pia": 32}
+PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32, "animatelcm": None, "animatelcm_i2v": None, "pia": 32,
+             "sdxl": 32, "hotshotxl": 24}  # the order mixes into each version's seed: append
 
 # What v3-era files carry next to the weights (from the original inference config); plain types only,
 # so torch.load(weights_only=True) accepts it.
@@ -68,8 +71,8 @@ def _module_shapes(c: int, attention_blocks=2):
 
 
 def _module_places(channels, with_mid=False) -> list[tuple[str, int]]:
-    """(prefix, channels) of each SD1.5 motion module in file order: 2 per down level, 3 per up level, and v2's
-    mid block module last."""
+    """(prefix, channels) of each motion module in file order: 2 per down level, 3 per up level, and v2's
+    mid block module last (SD1.5: 4 levels; SDXL: 3)."""
     modules = [(f"down_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(channels) for j in range(2)]
     modules += [(f"up_blocks.{i}.motion_modules.{j}", c) for i, c in enumerate(reversed(channels)) for j in range(3)]
     return modules + ([("mid_block.motion_modules.0", channels[-1])] if with_mid else [])
@@ -86,7 +89,7 @@ def _encoder_block_shapes(prefix: str, c_in: int, c: int):
 def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
                              dtype=torch.float16) -> dict[str, torch.Tensor]:
     """A released-format SD1.5 motion module ("v1", "v2", "v3", "animatelcm", "animatelcm_i2v" or "pia") with
-    random weights.
+    random weights, or with "sdxl" and SDXL's channels mm_sdxl_v10_beta's (v3's modules on 3 levels).
 
     The version is mixed into the seed: v1's pe table is the start of v3's, so with shared weights a
     loader that picked the wrong file would go unnoticed."""
@@ -112,6 +115,15 @@ def motion_module_state_dict(version: str, channels=FULL_CHANNELS, seed=0,
         for key, shape in (("conv_in.weight", (channels[0], 9, 3, 3)), ("conv_in.bias", (channels[0],))):
             sd[key] = random_tensor(key, shape, gen).to(dtype)
     return sd
+
+
+def hotshotxl_state_dict(channels=SDXL_CHANNELS, seed=0, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """Hotshot-XL's temporal layers (hsxl_temporal_layers.safetensors) with random weights: the modules of
+    AnimateDiff's SDXL layout with 24-row tables, named `<block>.temporal_attentions.<j>.<part>` (no
+    `temporal_transformer.` level), each table a buffer `pos_encoder.positional_encoding`."""
+    sd = motion_module_state_dict("hotshotxl", channels, seed, dtype)
+    return {k.replace(".motion_modules.", ".temporal_attentions.").replace(".temporal_transformer.", ".")
+            .replace(".pos_encoder.pe", ".pos_encoder.positional_encoding"): v for k, v in sd.items()}
 
 
 def image_encoder_shapes(channels):

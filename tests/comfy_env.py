@@ -28,6 +28,13 @@ TINY_SD15 = {
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
 
+# SDXL's layout (3 levels, no attention on the first, linear projections, CLIP-L + CLIP-G's 2048-wide text and
+# the pooled-text-and-size vector `y`), with SD1.5's tiny widths
+TINY_SDXL = {**TINY_SD15, "adm_in_channels": 2816, "num_classes": "sequential", "num_res_blocks": [2, 2, 2],
+             "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 1, 1, 1, 1],
+             "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1],
+             "use_linear_in_transformer": True, "context_dim": 2048}
+
 
 def random_fill(module: torch.nn.Module, seed: int):
     """comfy.ops layers start uninitialised: give every tensor a finite random value."""
@@ -42,12 +49,26 @@ def random_fill(module: torch.nn.Module, seed: int):
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
 
 
-def tiny_sd15(seed=0, **overrides) -> comfy.model_patcher.ModelPatcher:
-    config = comfy.supported_models.SD15({**TINY_SD15, **overrides})
+def tiny_model(config, seed: int) -> comfy.model_patcher.ModelPatcher:
+    """The model a `comfy.supported_models` config builds, with random weights, on the CPU."""
     model = config.get_model({})
     random_fill(model.diffusion_model, seed)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def tiny_sd15(seed=0, **overrides) -> comfy.model_patcher.ModelPatcher:
+    return tiny_model(comfy.supported_models.SD15({**TINY_SD15, **overrides}), seed)
+
+
+def tiny_sdxl(seed=0, **overrides) -> comfy.model_patcher.ModelPatcher:
+    return tiny_model(comfy.supported_models.SDXL({**TINY_SDXL, **overrides}), seed)
+
+
+def sdxl_conditioning(seed, batch=1):
+    """What CLIPTextEncode gives with an SDXL checkpoint: 2048-wide tokens and a 1280-wide pooled output."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, 77, 2048, generator=g), {"pooled_output": torch.randn(batch, 1280, generator=g)}]]
 
 
 def tiny_vae():

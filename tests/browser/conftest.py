@@ -27,6 +27,7 @@ def server(fixtures_dir, tmp_path_factory):
         "checkpoints": {"sd15_random.safetensors": fixtures_dir / "sd15_random.safetensors"},
         "animatediff_models": {"mm_v1.safetensors": fixtures_dir / "mm_v1.safetensors",
                                "mm_v2.safetensors": fixtures_dir / "mm_v2.safetensors",
+                               "mm_sdxl_v10_beta.safetensors": fixtures_dir / "small" / "mm_sdxl.safetensors",
                                "AnimateLCM_sd15_t2v.safetensors": fixtures_dir / "small" / "mm_animatelcm.safetensors",
                                "a_checkpoint.safetensors": fixtures_dir / "sd15_random.safetensors",
                                "no_tensors.safetensors": no_tensors},

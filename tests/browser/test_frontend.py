@@ -139,6 +139,8 @@ def test_motion_module_info_route(server):
         "name": "mm_v2.safetensors", "version": "v2", "max_frames": 32}
     assert server.get("/animatediff/motion_module_info?name=AnimateLCM_sd15_t2v.safetensors") == {
         "name": "AnimateLCM_sd15_t2v.safetensors", "version": "AnimateLCM", "max_frames": 64}
+    assert server.get("/animatediff/motion_module_info?name=mm_sdxl_v10_beta.safetensors") == {
+        "name": "mm_sdxl_v10_beta.safetensors", "version": "SDXL", "max_frames": 32}
     status, body = server.request("GET", "/animatediff/motion_module_info?name=a_checkpoint.safetensors")
     assert status == 400 and "is a Stable Diffusion checkpoint, not a motion module" in body["error"]
     status, body = server.request("GET", "/animatediff/motion_module_info?name=no_tensors.safetensors")

@@ -41,6 +41,7 @@ def server_models(fixtures_dir, hostile_files) -> dict:
             "AnimateLCM_sd15_t2v.safetensors": fixtures_dir / "mm_animatelcm.safetensors",
             "AnimateLCM_sd15_i2v.safetensors": fixtures_dir / "mm_animatelcm_i2v.safetensors",
             "pia.safetensors": fixtures_dir / "mm_pia.safetensors",
+            "mm_sdxl_v10_beta.safetensors": fixtures_dir / "mm_sdxl.safetensors",
             "CameraCtrl_pruned.safetensors": fixtures_dir / "cameractrl.safetensors",
             "evil.ckpt": hostile / "evil.ckpt",
             "pickled.ckpt": hostile / "pickled.ckpt",

@@ -236,6 +236,15 @@ def test_too_many_frames_says_what_to_do(server):
     assert execution_error(entry) is None
 
 
+def test_the_sdxl_example_with_an_sd15_checkpoint_names_both_families(server):
+    """The SDXL module, full size, on the SD1.5 checkpoint: refused by name before any step (the fixtures hold no
+    SDXL checkpoint; tests/comfy/test_sdxl.py samples with a tiny SDXL UNet)."""
+    prompt = small_workflow(server, "txt2vid_sdxl.json", frames=4, size=32, steps=1,
+                            motion="mm_sdxl_v10_beta.safetensors")
+    assert "mm_sdxl_v10_beta.safetensors is for SDXL models, but the model is SD15 (its UNet has 12 input blocks, " \
+           "SDXL has 9). Load an SDXL checkpoint" in failure(server, prompt)
+
+
 def test_an_effect_mask_from_core_mask_nodes_animates_and_a_wrong_count_is_named(server):
     prompt = small_txt2vid(server, frames=4, size=32, steps=1)
     apply = next(n for n in prompt.values() if n["class_type"] == "AnimateDiff_ApplyMotionModule")

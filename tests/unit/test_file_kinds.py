@@ -10,8 +10,8 @@ from animatediff.lora import parse_domain_adapter, parse_motion_lora
 from animatediff.motion_module.camera_ctrl import load_camera_ctrl
 from animatediff.motion_module.file_kinds import FileKind, file_kind
 from animatediff.motion_module.formats import load_motion_model, read_state_dict
-from random_weights import (cameractrl_state_dict, domain_adapter_state_dict, motion_lora_state_dict,
-                            motion_module_state_dict, sparse_ctrl_state_dict)
+from random_weights import (SMALL_SDXL_CHANNELS, cameractrl_state_dict, domain_adapter_state_dict, hotshotxl_state_dict,
+                            motion_lora_state_dict, motion_module_state_dict, sparse_ctrl_state_dict)
 
 SMALL = (32, 64, 128, 128)
 T = torch.zeros(4, 4)
@@ -55,6 +55,11 @@ def test_each_kind_is_told_from_its_names(kind):
 @pytest.mark.parametrize("version", ["v1", "v3", "pia", "animatelcm", "animatelcm_i2v"])
 def test_every_motion_module_family_is_a_motion_module(version):
     assert file_kind(motion_module_state_dict(version, SMALL)) == FileKind.MOTION_MODULE
+
+
+def test_sdxl_modules_are_motion_modules_hotshotxls_too():
+    assert file_kind(motion_module_state_dict("sdxl", SMALL_SDXL_CHANNELS)) == FileKind.MOTION_MODULE
+    assert file_kind(hotshotxl_state_dict(SMALL_SDXL_CHANNELS)) == FileKind.MOTION_MODULE
 
 
 def test_lora_names_of_other_tools_are_still_motion_loras():

@@ -1,5 +1,6 @@
 """Detection of every fixture and the refusal, with a clear message, of everything else."""
 import os
+import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -11,7 +12,8 @@ from torch import nn
 from animatediff.errors import ModelFileError
 from animatediff.motion_module import MotionVersion, detect_spec, load_motion_model, read_state_dict
 from animatediff.motion_module.model import MotionModel
-from random_weights import image_encoder_shapes, motion_module_state_dict, sinusoidal_pe
+from random_weights import (SMALL_SDXL_CHANNELS, hotshotxl_state_dict, image_encoder_shapes, motion_module_state_dict,
+                            sinusoidal_pe)
 
 SMALL = (32, 64, 128, 128)
 FULL = {"v1": (24, None, 20), "v2": (32, 1280, 21), "v3": (32, None, 20)}
@@ -33,6 +35,19 @@ def test_full_size_v2_has_the_released_parameter_count(fixtures_dir):
     model = load_motion_model(fixtures_dir / "mm_v2.safetensors")
     params = sum(p.numel() for p in model.parameters())
     assert params == 453_209_280
+
+
+@pytest.mark.slow
+def test_the_full_size_sdxl_module_is_detected_with_the_released_parameter_count(fixtures_dir):
+    """mm_sdxl_v10_beta: 15 modules on SDXL's levels (320, 640, 1280), 236,779,200 parameters besides the tables
+    (FORMATS.md §1)."""
+    model = load_motion_model(fixtures_dir / "mm_sdxl.safetensors")
+    spec = model.spec
+    assert (spec.version, spec.base, spec.max_frames, spec.mid_channels, spec.module_count) == ("SDXL", "SDXL", 32,
+                                                                                                None, 15)
+    assert spec.down_channels == (320, 640, 1280) and spec.up_channels == (1280, 640, 320)
+    assert spec.described == "an AnimateDiff SDXL motion module"
+    assert sum(p.numel() for k, p in model.state_dict().items() if not k.endswith(".pe")) == 236_779_200
 
 
 @pytest.mark.parametrize("name", ["mm_v1.safetensors", "mm_v2.safetensors", "mm_v3.safetensors", "mm_v2.ckpt"])
@@ -95,8 +110,6 @@ def test_files_that_are_not_motion_modules_say_what_they_are(tmp_path):
         ".processor.to_q_lora.down.weight": t})
     assert "DomainAdapter" in refusal(tmp_path, "ad.ckpt", {
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight": t})
-    assert "HotshotXL" in refusal(tmp_path, "hs.safetensors", {
-        "down_blocks.0.temporal_attentions.0.temporal_transformer.pos_encoder.positional_encoding": t})
     sparsectrl = {**motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32),
                   "controlnet_cond_embedding.conv_in.weight": t, "controlnet_down_blocks.0.weight": t,
                   "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight": t}
@@ -130,10 +143,44 @@ def test_a_renamed_file_is_read_by_what_it_holds(tmp_path):
         assert read.keys() == sd.keys() and all(torch.equal(read[k], v) for k, v in sd.items()), name
 
 
-def test_sdxl_and_positionless_modules_are_refused(tmp_path):
+def test_hotshotxls_temporal_layers_load_as_the_modules_they_are(tmp_path):
+    """hsxl_temporal_layers: `temporal_attentions.j` without the `temporal_transformer.` level, tables named
+    `positional_encoding` (24 rows); the same module as AnimateDiff's, so each weight lands under its name."""
+    hotshot = hotshotxl_state_dict(SMALL_SDXL_CHANNELS, seed=2, dtype=torch.float32)
+    assert any(".temporal_attentions.0.norm.weight" in k for k in hotshot)
+    safetensors.torch.save_file(hotshot, tmp_path / "hsxl_temporal_layers.safetensors")
+    model = load_motion_model(tmp_path / "hsxl_temporal_layers.safetensors")
+    spec = model.spec
+    assert (spec.version, spec.base, spec.max_frames, spec.module_count, spec.normalises_over_frames) == (
+        "HotshotXL", "SDXL", 24, 15, True)
+    assert spec.described == "a HotshotXL motion module"
+    ours = model.state_dict()
+    assert len(ours) == len(hotshot)
+    for key, value in hotshot.items():
+        name = re.sub(r"^(\w+\.\d+)\.temporal_attentions\.(\d+)\.", r"\1.motion_modules.\2.temporal_transformer.", key)
+        assert torch.equal(ours[name.replace("positional_encoding", "pe")], value), key
+
+
+def test_sdxl_variants_unknown_and_lopsided_modules_are_refused(tmp_path):
+    sdxl = motion_module_state_dict("sdxl", SMALL_SDXL_CHANNELS, dtype=torch.float32)
+    mid = motion_module_state_dict("v2", SMALL, dtype=torch.float32)
+    with_mid = {**sdxl, **{k: v for k, v in mid.items() if k.startswith("mid_block")}}
+    assert "is an SDXL motion module of a variant this pack does not know" in refusal(tmp_path, "mid.safetensors",
+                                                                                      with_mid)
+    no_tables = {k: v for k, v in sdxl.items() if "pos_encoder" not in k}
+    assert "an SDXL motion module of a variant" in refusal(tmp_path, "nopos_xl.safetensors", no_tables)
     sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
-    sdxl = {k: v for k, v in sd.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
-    assert "SDXL" in refusal(tmp_path, "xl.safetensors", sdxl)
+    cut = {k: v for k, v in sd.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
+    assert "has up blocks of [128, 128, 64] channels for down blocks of [32, 64, 128], which no UNet has" in refusal(
+        tmp_path, "cut.safetensors", cut)
+    five = {**sd, **{k.replace("down_blocks.0", "down_blocks.4"): v.clone() for k, v in sd.items()
+                     if k.startswith("down_blocks.0")}}
+    assert "has motion modules for 5 down and 4 up blocks; SD1.5 motion modules have 4 of each, SDXL's 3" in refusal(
+        tmp_path, "five.safetensors", five)
+
+
+def test_positionless_modules_are_refused(tmp_path):
+    sd = motion_module_state_dict("v3", channels=SMALL, dtype=torch.float32)
     positionless = {k: v for k, v in sd.items() if "pos_encoder" not in k}  # and, as v3, no mid block
     assert "without positional tables or a mid-block module" in refusal(tmp_path, "nopos.safetensors", positionless)
     half = {k: v for k, v in sd.items() if not k.endswith("attention_blocks.0.pos_encoder.pe")}
@@ -281,9 +328,10 @@ def in_diffusers_names(sd: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3", "pia"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "pia", "sdxl"])
 def test_a_motion_adapter_in_diffusers_format_loads_as_its_original_release(tmp_path, version):
-    original = motion_module_state_dict(version, SMALL, seed=5, dtype=torch.float32)
+    channels = SMALL_SDXL_CHANNELS if version == "sdxl" else SMALL
+    original = motion_module_state_dict(version, channels, seed=5, dtype=torch.float32)
     diffusers = in_diffusers_names(original)
     modules = sum(k.endswith(".attention_blocks.1.pos_encoder.pe") for k in original)
     assert len(diffusers) == len(original) - modules and not any("temporal" in k for k in diffusers)
@@ -307,5 +355,3 @@ def test_diffusers_files_that_are_not_a_motion_adapter_are_named(tmp_path):
     converted_lora = {"unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight":
                       t}
     assert "is a MotionLoRA" in refusal(tmp_path, "lora2.safetensors", converted_lora)
-    sdxl = {k: v for k, v in adapter.items() if not k.startswith(("down_blocks.3", "up_blocks.3", "mid_block"))}
-    assert "SDXL" in refusal(tmp_path, "sdxl.safetensors", sdxl)
