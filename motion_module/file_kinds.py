@@ -35,9 +35,11 @@ class FileKind:
         CONTROLNET: ("a ControlNet", "Load it with the core Load ControlNet Model node."),
         DIFFUSERS_CONTROLNET: ("a ControlNet in diffusers' format",
                                "Load it with the core Load ControlNet Model node."),
-        DIFFUSERS_UNET: ("a whole UNet with motion modules in diffusers' format (UNetMotionModel)",
-                         "Use the motion adapter alone (a MotionAdapter's diffusion_pytorch_model.safetensors) or "
-                         "the original release of the motion module."),
+        DIFFUSERS_UNET: ("a whole UNet with motion modules in diffusers' layout (diffusers' UNetMotionModel, or "
+                         "Hotshot-XL's UNet)",
+                         "Use the motion modules alone: a MotionAdapter's diffusion_pytorch_model.safetensors, "
+                         "HotshotXL's hsxl_temporal_layers.safetensors, or the original release of the motion "
+                         "module."),
         IMAGE_LORA: ("an image LoRA (kohya/diffusers naming)", "Load it with the core LoraLoader."),
         CHECKPOINT: ("a Stable Diffusion checkpoint", "Load it with Load Checkpoint."),
         UNKNOWN: ("not a file this pack knows", "Check that the right file was picked."),
@@ -56,7 +58,7 @@ def file_kind(keys) -> str:
     def has(*parts):
         return any(part in k for k in keys for part in parts)
     # kohya's LoRA names join it with underscores; HotshotXL calls its motion modules temporal attentions
-    motion = has("motion_modules") or has("temporal_attentions.") and has("positional_encoding")
+    motion = has("motion_modules") or (has("temporal_attentions.") and has("positional_encoding"))
     if has("qkv_merge.", "encoder_conv_in.", "encoder_down_conv_blocks."):
         return FileKind.CAMERACTRL
     if has("controlnet_cond_embedding."):

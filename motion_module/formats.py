@@ -11,19 +11,7 @@ import torch
 from ..errors import ModelFileError
 from .file_kinds import FileKind, require_kind
 from .layers import TORCH_OPS
-from .model import TABLE_SUFFIX, MotionModel, MotionModelSpec
-
-
-class MotionVersion:
-    V1 = "v1"   # mm_sd_v14 / mm_sd_v15: 24 positions; the UNet's resnets normalise jointly over frames
-    V2 = "v2"   # mm_sd_v15_v2: 32 positions and a mid-block module
-    V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
-    ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
-    ANIMATELCM_I2V = "AnimateLCM-I2V"  # AnimateLCM_sd15_i2v: AnimateLCM's layout plus an image encoder
-    PIA = "PIA"  # pia.ckpt: v3's layout plus a 9-channel conv_in; the resnets normalise jointly over frames, as v1
-    SDXL = "SDXL"  # mm_sdxl_v10_beta: v3's layout on SDXL's 3 UNet levels (320, 640, 1280)
-    HOTSHOTXL = "HotshotXL"  # Hotshot-XL's temporal layers: SDXL's layout, 24 positions; joint norms, as v1
-    LCM = (ANIMATELCM, ANIMATELCM_I2V)
+from .model import TABLE_SUFFIX, MotionModel, MotionModelSpec, MotionVersion
 
 
 ANIMATELCM_FRAMES = 64  # the table AnimateLCM's code builds from the formula, the file holding none
@@ -154,10 +142,16 @@ def _hotshot_name(key: str) -> str:
 def detect_spec(state_dict: dict[str, torch.Tensor], path="motion module") -> MotionModelSpec:
     """Tells family and version from the keys (FORMATS.md §1), then checks every weight's name and shape against
     that model, refusing anything this pack cannot run."""
-    state_dict = original_names(state_dict)
-    spec = _spec_from_keys(state_dict, path)
-    check_layout(spec.described, _file_shapes(spec, _expected_shapes(spec)), state_dict, path)
+    renamed = original_names(state_dict)
+    spec = _spec_from_keys(renamed, path)
+    check_layout(_layout_of(spec, renamed is not state_dict), _file_shapes(spec, _expected_shapes(spec)), renamed,
+                 path)
     return spec
+
+
+def _layout_of(spec: MotionModelSpec, renamed: bool) -> str:
+    """What check_layout names, saying so where the file's own names were read as the original release's."""
+    return spec.described + (" (its weights named as in AnimateDiff's original release)" if renamed else "")
 
 
 def _spec_from_keys(state_dict: dict[str, torch.Tensor], path) -> MotionModelSpec:
@@ -301,11 +295,12 @@ def _narrows(source: torch.dtype, target: torch.dtype) -> bool:
 
 def load_motion_model(path, ops=TORCH_OPS, dtype: torch.dtype | None = None) -> MotionModel:
     """Reads, checks and builds the motion model of a file; weights are cast to `dtype` when given."""
-    original = original_names(read_state_dict(path))
+    read = read_state_dict(path)
+    original = original_names(read)
     spec = _spec_from_keys(original, path)
     # the one model this load builds, still without weights, is also the layout the file is checked against
     model = MotionModel.without_weights(spec, ops)
-    check_layout(spec.described, _file_shapes(spec, model.shapes()), original, path)
+    check_layout(_layout_of(spec, original is not read), _file_shapes(spec, model.shapes()), original, path)
     return model.take_weights(checked_weights(original, dtype, path))
 
 

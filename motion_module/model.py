@@ -9,6 +9,24 @@ from .image_encoder import ImageEncoder
 from .layers import TORCH_OPS, MotionModule
 
 
+class MotionVersion:
+    V1 = "v1"   # mm_sd_v14 / mm_sd_v15: 24 positions; the UNet's resnets normalise jointly over frames
+    V2 = "v2"   # mm_sd_v15_v2: 32 positions and a mid-block module
+    V3 = "v3"   # v3_sd15_mm: 32 positions, no mid block
+    ANIMATELCM = "AnimateLCM"  # AnimateLCM_sd15_t2v: v2's layout, its 64-position tables left out of the file
+    ANIMATELCM_I2V = "AnimateLCM-I2V"  # AnimateLCM_sd15_i2v: AnimateLCM's layout plus an image encoder
+    PIA = "PIA"  # pia.ckpt: v3's layout plus a 9-channel conv_in; the resnets normalise jointly over frames, as v1
+    SDXL = "SDXL"  # mm_sdxl_v10_beta: v3's layout on SDXL's 3 UNet levels (320, 640, 1280)
+    HOTSHOTXL = "HotshotXL"  # Hotshot-XL's temporal layers: SDXL's layout, 24 positions; joint norms, as v1
+    LCM = (ANIMATELCM, ANIMATELCM_I2V)
+
+
+class Family:
+    """The image models a motion module animates, told by its UNet's levels (FORMATS.md §1)."""
+    SD15 = "SD1.5"  # 4 levels
+    SDXL = "SDXL"   # 3 levels
+
+
 TABLE_SUFFIX = ".pos_encoder.pe"
 PIA_INPUT_CHANNELS = 9  # the noisy latent's 4, the affinity's 1, the image latent's 4
 
@@ -31,7 +49,7 @@ class MotionModelSpec:
     @property
     def kind(self) -> str:
         """For messages: "AnimateDiff v2", "AnimateLCM", "PIA"."""
-        named = self.version.startswith(("Animate", "Hotshot")) or self.input_conv
+        named = self.version.startswith(("Animate", MotionVersion.HOTSHOTXL)) or self.input_conv
         return self.version if named else f"AnimateDiff {self.version}"
 
     @property
@@ -41,13 +59,13 @@ class MotionModelSpec:
 
     @property
     def base(self) -> str:
-        """The image model family it animates: "SDXL" (a UNet of 3 levels) or "SD1.5" (4)."""
-        return "SDXL" if len(self.down_channels) == 3 else "SD1.5"
+        """The image model family it animates (Family)."""
+        return Family.SDXL if len(self.down_channels) == 3 else Family.SD15
 
     @property
     def normalises_over_frames(self) -> bool:
         """v1, PIA and HotshotXL were trained with the UNet's resnets normalising over all frames of a video."""
-        return self.version in ("v1", "HotshotXL") or self.input_conv
+        return self.version in (MotionVersion.V1, MotionVersion.HOTSHOTXL) or self.input_conv
 
     @property
     def module_count(self) -> int:

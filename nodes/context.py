@@ -20,8 +20,8 @@ class ContextWindows:
                 "model": ("MODEL", {"tooltip": "An animating model (from AnimateDiff_ApplyMotionModule, before or "
                                                "after it)."}),
                 "context_length": ("INT", {"default": 16, "min": 1, "max": 1024, "tooltip":
-                    "Frames per window: at most what the motion module was trained for (16 is typical; v1 "
-                    "supports up to 24, v2/v3 and PIA up to 32, AnimateLCM up to 64)."}),
+                    "Frames per window: at most what the motion module was trained for (16 is typical; v1 and "
+                    "HotshotXL support up to 24, v2/v3, PIA and AnimateDiff SDXL up to 32, AnimateLCM up to 64)."}),
                 "context_overlap": ("INT", {"default": 4, "min": 0, "max": 1023, "tooltip":
                     "Frames shared by neighbouring windows (smaller than context_length); more overlap gives "
                     "smoother transitions and costs more windows."}),

@@ -58,7 +58,8 @@ class ApplyMotionModule:
                     "0.00085→0.012, 'sqrt_linear' in ComfyUI; AnimateDiff SDXL's: scaled linear to 0.020; "
                     "HotshotXL's: SDXL's own), for AnimateLCM with its LCM sampling (then sample with the lcm "
                     "sampler, 4–8 steps, cfg 1–2); other schedules often give noisy, washed-out videos. "
-                    "animatelcm: AnimateLCM's sampling for its diffusers-format file, which loads as v2."}),
+                    "animatelcm: AnimateLCM's sampling for its diffusers-format file, which loads as v2; "
+                    "animatediff_sdxl: AnimateDiff SDXL's betas, chosen explicitly."}),
                 "effect": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                     "How much of its change each motion layer keeps: 1 is the original, 0 leaves the frames "
                     "unmixed over time (each as the image model makes it), between them a blend; e.g. 0.5–0.8 "

@@ -2,8 +2,9 @@
 
 GET /animatediff/motion_module_info?name=<file in models/animatediff_models>
     → {"name", "version", "max_frames"}, or HTTP 400/404 with {"name", "error"}.
-The front-end uses max_frames (the length of the module's positional table: 24 for v1, 32 for v2/v3) to warn
-before a run when a latent holds more frames than that and no context windows are on the model path.
+The front-end uses max_frames (the length of the module's positional table: 24 for v1 and HotshotXL, 32 for
+v2/v3 and AnimateDiff SDXL, 64 for AnimateLCM) to warn before a run when a latent holds more frames than that
+and no context windows are on the model path.
 """
 import asyncio
 from pathlib import Path

@@ -11,8 +11,8 @@ import torch
 from comfy.ldm.modules.attention import attention_pytorch
 
 from ..errors import AnimateDiffError
+from ..motion_module import MotionVersion
 from ..motion_module.camera_ctrl import LEVELS, PIXELS_PER_LATENT, POSE_FRAMES, CameraCtrl, load_camera_ctrl
-from ..motion_module.formats import MotionVersion
 from ..motion_module.layers import CameraInput
 from ..sampling.camera import CameraPoses, plucker_embedding
 from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call, with_call_options

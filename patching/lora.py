@@ -9,7 +9,7 @@ import logging
 import comfy.lora
 
 from ..lora import fit_domain_adapter, fit_motion_lora, parse_domain_adapter, parse_motion_lora
-from ..motion_module import MotionVersion, read_state_dict
+from ..motion_module import Family, MotionVersion, read_state_dict
 
 
 def check_motion_lora_file(path) -> None:
@@ -34,7 +34,7 @@ def motion_lora_patcher(motion, stack):
                             "has no mid block. MotionLoRAs were trained on v2; on %s the motion may be weaker "
                             "or different.", entry.name, len(fit.skipped), motion.name, motion.spec.version,
                             motion.spec.version)
-        elif motion.spec.version != MotionVersion.V2:
+        elif motion.spec.version != MotionVersion.V2 and motion.spec.base == Family.SD15:
             logging.info("AnimateDiff: MotionLoRA %s on a %s motion module; MotionLoRAs were trained on v2.",
                          entry.name, motion.spec.version)
         # Without `.alpha` keys ComfyUI's scale is 1, so each weight gets strength · up @ down (FORMATS.md §3).

@@ -3,7 +3,7 @@
 - injections insert one MotionLayer per placement into the UNet's blocks when ComfyUI patches the clone,
   and take them out when it unpatches it (ComfyUI ejects around every weight load and unload);
 - a forward_timestep_embed patch runs those layers with the call's transformer_options;
-- for v1 and PIA modules, forward hooks make the resnets' GroupNorms normalise over all frames of a video,
+- for v1, PIA and HotshotXL modules, forward hooks make the resnets' GroupNorms normalise over all frames,
   and a DIFFUSION_MODEL wrapper tells them how many frames the current call holds (JointGroupNorms);
 - the motion model's own ModelPatcher is an additional model, so it loads and offloads with the UNet;
 - the beta schedule is an object patch of `model_sampling`, and an OUTER_SAMPLE wrapper checks when sampling
@@ -24,7 +24,7 @@ from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
 from ..errors import AnimateDiffError
-from ..motion_module import MotionModel, MotionModelSpec, load_motion_model, placements
+from ..motion_module import Family, MotionModel, MotionModelSpec, load_motion_model, placements
 from ..motion_module.layers import MotionModule
 from . import prompts
 from .calls import call_options, frames_in_call, with_call_options
@@ -113,8 +113,8 @@ def run_motion_layer(layer, x, emb, context, transformer_options, *args, **kwarg
 
 
 class JointGroupNorms:
-    """v1 (and PIA) normalise the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL wrapper notes
-    how many frames the current call holds, and forward hooks regroup each norm's input around it.
+    """v1 (and PIA, HotshotXL) normalise the resnets' GroupNorms over all frames of a video: a DIFFUSION_MODEL
+    wrapper notes how many frames the current call holds, and forward hooks regroup each norm's input around it.
 
     A plain attribute, not a ContextVar: torch.compile (the core TorchCompileModel node) traces attribute
     writes, so the UNet's body stays one graph; ComfyUI runs one UNet call at a time.
@@ -221,9 +221,9 @@ class MotionInjection:
 
 
 # A family's UNet: input blocks (3 per level), its text encoder's width, the advice for the other family
-UNETS = {"SD1.5": (12, 768, "CLIP-L's 768", "for SDXL models an SDXL motion module (mm_sdxl_v10_beta)"),
-         "SDXL": (9, 2048, "SDXL's 2048 (CLIP-L and CLIP-G)",
-                  "for SD1.5 models an SD1.5 motion module (mm_sd_v15_v2, v3_sd15_mm)")}
+UNETS = {Family.SD15: (12, 768, "CLIP-L's 768", "for SDXL models an SDXL motion module (mm_sdxl_v10_beta)"),
+         Family.SDXL: (9, 2048, "SDXL's 2048 (CLIP-L and CLIP-G)",
+                       "for SD1.5 models an SD1.5 motion module (mm_sd_v15_v2, v3_sd15_mm)")}
 
 
 def check_unet_fits(unet, motion_model, model_name: str, module_name: str):
@@ -306,7 +306,7 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     with_beta_schedule(patched, beta_schedule, motion.spec)
     wrappers = comfy.patcher_extension.WrappersMP
     patched.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, prompts.KEY)
-    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, prompts.KEY, prompts.check_prompt_schedules)
+    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, prompts.KEY, prompts.check_prompts)
     patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's range, mask
     if acting is not None and not acting.whole:
         patched.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, acting.for_call)

@@ -10,7 +10,7 @@ import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
-from ..motion_module import MotionModelSpec, MotionVersion
+from ..motion_module import Family, MotionModelSpec, MotionVersion
 
 KEY = "animatediff_schedule"  # wrapper key
 
@@ -24,16 +24,18 @@ class BetaSchedule:
     ANIMATEDIFF_SDXL = "animatediff_sdxl"      # AnimateDiff SDXL's: scaled linear 0.00085 → 0.020
     ALL = [AUTOSELECT, ANIMATEDIFF_LINEAR, SD_SCALED_LINEAR, USE_EXISTING, ANIMATELCM, ANIMATEDIFF_SDXL]
 
+    # (LDM name, last beta); all start at 0.00085. AnimateLCM's are linear, with the end its LCM_SCHEDULES says.
     BETAS = {ANIMATEDIFF_LINEAR: ("sqrt_linear", 0.012), SD_SCALED_LINEAR: ("linear", 0.012),
-             ANIMATEDIFF_SDXL: ("linear", 0.020)}  # (LDM name, last beta); all start at 0.00085
+             ANIMATEDIFF_SDXL: ("linear", 0.020), ANIMATELCM: ("sqrt_linear", 0.012)}
 
 
 def trained_schedule(spec: MotionModelSpec) -> str:
     """The betas a motion module was trained with: HotshotXL SDXL's own, AnimateDiff SDXL its config's, and every
-    SD1.5 release AnimateDiff's linear ones (AnimateLCM's too, distilled on them)."""
+    SD1.5 release AnimateDiff's linear ones (AnimateLCM's are distilled on linear betas too, AnimateLCM-I2V's
+    ending at 0.014: its LCM sampling has that end, LCM_SCHEDULES)."""
     if spec.version == MotionVersion.HOTSHOTXL:
         return BetaSchedule.SD_SCALED_LINEAR
-    return BetaSchedule.ANIMATEDIFF_SDXL if spec.base == "SDXL" else BetaSchedule.ANIMATEDIFF_LINEAR
+    return BetaSchedule.ANIMATEDIFF_SDXL if spec.base == Family.SDXL else BetaSchedule.ANIMATEDIFF_LINEAR
 
 
 # AnimateLCM's inference configs: LCM over this many of the 1000 training timesteps, on linear betas to this end
@@ -76,7 +78,7 @@ def with_beta_schedule(patcher, schedule: str, spec: MotionModelSpec):
     sampling = type(current)
     if schedule == BetaSchedule.AUTOSELECT:
         schedule = BetaSchedule.ANIMATELCM if spec.version in LCM_SCHEDULES else trained_schedule(spec)
-    ldm_name, linear_end = BetaSchedule.BETAS.get(schedule, BetaSchedule.BETAS[BetaSchedule.ANIMATEDIFF_LINEAR])
+    ldm_name, linear_end = BetaSchedule.BETAS[schedule]
     # AnimateLCM's are distilled for LCM sampling on linear betas (its diffusers-format file loads as v2, and
     # the animatelcm choice gives it the same)
     if schedule == BetaSchedule.ANIMATELCM:

@@ -16,7 +16,7 @@ import comfy.model_management
 import comfy.ops
 import comfy.utils
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
+from comfy.ldm.modules.attention import attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.model_detection import count_blocks
@@ -30,6 +30,7 @@ from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, c
 from ..motion_module.layers import TORCH_OPS
 from ..motion_module.model import TABLE_SUFFIX
 from .motion import check_frames_fit
+from .prompts import text_width
 
 SPARSECTRL_FRAMES = 32  # the table its code builds from the formula; the file's own tables are not read
 SD15_HEADS = 8
@@ -49,8 +50,7 @@ class SparseCtrlModel(torch.nn.Module):
         self.motion = motion
         self.latent_hints = latent_hints  # RGB: hints are VAE latents; otherwise images
         self.dtype = control.dtype
-        self.text_width = next(m.transformer_blocks[0].attn2.to_k.in_features for m in control.modules()
-                               if isinstance(m, SpatialTransformer))
+        self.text_width = text_width(control)
         modules = motion.spec.modules_per_down_block
         # input_blocks[3i + j + 1] is layer j of down block i (FORMATS.md §1's placement)
         self.motion_after = {3 * i + j + 1: (block.motion_modules[j],)

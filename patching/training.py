@@ -17,6 +17,7 @@ from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_squar
 from ..motion_module.formats import is_finite
 from .calls import compute_dtype
 from .motion import apply_motion_model
+from .prompts import text_width
 from .schedule import trained_schedule
 
 
@@ -81,7 +82,7 @@ def prediction_of(model) -> str:
         schedule = next(b.__name__ for b in kind.__mro__[1:] if issubclass(b, torch.nn.Module))
         raise AnimateDiffError(
             f"model predicts {output} with {schedule} sampling: MotionLoRA training supports discrete-time "
-            "ε-prediction (EPS) and v-prediction (V_PREDICTION) SD1.5 models, zero terminal SNR or not. Connect "
+            "ε-prediction (EPS) and v-prediction (V_PREDICTION) models, zero terminal SNR or not. Connect "
             "the model from before the ModelSampling node that changes this.")
     return prediction
 
@@ -114,8 +115,26 @@ def pooled_text_of(model, positive, latent: torch.Tensor) -> torch.Tensor | None
     try:
         return model.model.encode_adm(**{**size, **positive[0][1]})
     except KeyError as e:
-        raise AnimateDiffError(f"positive has no {e} (the pooled text an SDXL model also needs): connect a "
-                               "CLIPTextEncode with this checkpoint's CLIP.") from e
+        if e.args != ("pooled_output",):
+            raise
+        raise AnimateDiffError("positive has no pooled_output (the pooled text an SDXL model also needs): connect "
+                               "a CLIPTextEncode with this checkpoint's CLIP.") from e
+
+
+def check_inputs_fit(model, clip: torch.Tensor, caption: torch.Tensor, pooled_text: torch.Tensor | None):
+    """Refuses what the UNet would fail on deep inside with a bare size error: a caption from another family's
+    CLIP, or a UNet that takes more than the latent's channels (an inpainting model)."""
+    unet = model.model.diffusion_model
+    width, channels = text_width(unet), unet.input_blocks[0][0].in_channels
+    if width is not None and caption.shape[-1] != width:
+        raise AnimateDiffError(f"positive is encoded {caption.shape[-1]} wide, but this model reads text {width} "
+                               "wide: encode the caption with this checkpoint's own CLIP.")
+    if pooled_text is not None and pooled_text.shape[-1] != model.model.adm_channels:
+        raise AnimateDiffError(f"positive's pooled text makes a {pooled_text.shape[-1]}-wide `y`, but this model "
+                               f"takes {model.model.adm_channels}: encode the caption with this checkpoint's own CLIP.")
+    if channels != clip.shape[1]:
+        raise AnimateDiffError(f"This model's UNet takes {channels} input channels (an inpainting model?), the "
+                               f"latents {clip.shape[1]}: train with an ordinary checkpoint of the same family.")
 
 
 def unet_of(patched, context: torch.Tensor, pooled_text: torch.Tensor | None = None):
@@ -149,9 +168,10 @@ def train_motion_lora(model, motion, clips: list[torch.Tensor], positive, rank: 
         # Newer ComfyUIs' dynamic VRAM streams weights through shared buffers, where autograd cannot keep them
         # for the backward pass; a plain patcher of the same model is their own way out (as for weight hooks).
         model = model.get_non_dynamic_delegate()
-    pooled_text = pooled_text_of(model, positive, clips[0])
     # The betas the motion module was trained with, keeping the model's prediction type and zero terminal SNR.
-    patched = apply_motion_model(model, motion, 1.0, trained_schedule(motion.spec))
+    patched = apply_motion_model(model, motion, 1.0, trained_schedule(motion.spec))  # refuses another family
+    pooled_text = pooled_text_of(model, positive, clips[0])
+    check_inputs_fit(model, clips[0], caption, pooled_text)
     # As ComfyUI's sampler does: the motion module's own patcher is an additional model, loaded only when asked
     # for. Otherwise whichever clone of it was loaded last (with an earlier MotionLoRA merged in) stays loaded.
     comfy.model_management.load_models_gpu([patched, *patched.get_nested_additional_models()])

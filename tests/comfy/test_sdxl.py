@@ -7,6 +7,7 @@ blocks, HotshotXL's frame-wide GroupNorms, each module's betas, context windows 
 pooled text `y` sliced per window), training, the families refused both ways, and the base model left
 bit-identical."""
 import re
+from types import SimpleNamespace
 
 import comfy.model_management
 import comfy.patcher_extension
@@ -17,7 +18,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 
 import reference
-from comfy_env import ksample, probed, sdxl_conditioning, tiny_sd15, tiny_sdxl, tiny_vae, unet_state
+from comfy_env import conditioning, ksample, probed, sdxl_conditioning, tiny_sd15, tiny_sdxl, tiny_vae, unet_state
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.lora.training import draws
 from animatediff.motion_module import read_state_dict
@@ -181,8 +182,15 @@ def test_autoselect_samples_with_animatediff_sdxls_betas_and_hotshotxls(xl, moti
         assert torch.allclose(ours, expected, rtol=1e-5), schedule
     sdxl_own = xl.get_model_object("model_sampling").sigmas.double()
     assert not torch.allclose(sdxl_own, expected, rtol=1e-2)
-    hotshot_sigmas = apply_motion_model(xl, hotshot, 1.0, "autoselect").get_model_object("model_sampling").sigmas
-    assert torch.allclose(hotshot_sigmas.double(), sdxl_own, rtol=1e-6)
+    # also on a model whose betas something else changed, HotshotXL's autoselect sets SDXL's own
+    other = xl.clone()
+    linear = type(xl.get_model_object("model_sampling"))(SimpleNamespace(sampling_settings={
+        "beta_schedule": "sqrt_linear"}))
+    other.add_object_patch("model_sampling", linear)
+    assert not torch.allclose(linear.sigmas.double(), sdxl_own, rtol=1e-2)
+    for model in (xl, other):
+        hotshot_sigmas = apply_motion_model(model, hotshot, 1.0, "autoselect").get_model_object("model_sampling")
+        assert torch.allclose(hotshot_sigmas.sigmas.double(), sdxl_own, rtol=1e-6)
 
 
 def test_context_windows_give_each_window_its_frames_prompts_and_pooled_text(xl, motion_xl):
@@ -237,16 +245,21 @@ def test_hooks_and_wrappers_leave_no_trace_on_the_sdxl_base(xl, motion_xl):
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in xl.model.diffusion_model.modules()) == 0
 
 
-def test_a_motion_lora_trains_on_sdxl_with_its_pooled_text_and_betas(xl, motion_xl):
+@pytest.mark.parametrize("family, betas", [("AnimateDiff", "animatediff_sdxl"), ("HotshotXL", "sd_scaled_linear")])
+def test_a_motion_lora_trains_on_sdxl_with_its_pooled_text_and_betas(motion_xl, hotshot, family, betas):
     """Step 0 (the LoRA's up starts at zero) against ComfyUI's own reading of the model: apply_model with the `y`
-    ComfyUI's extra_conds makes from the caption's pooled text and the frames' size, on AnimateDiff SDXL's betas."""
+    ComfyUI's extra_conds makes from the caption's pooled text and the frames' size, on the module's betas."""
+    motion = hotshot if family == "HotshotXL" else motion_xl
+    xl = tiny_sdxl()
+    with torch.no_grad():  # random weights give `y` little say in the loss; this makes the frames' size count
+        xl.model.diffusion_model.label_emb[0][0].weight.mul_(10)
     frames, seed = 4, 4
     positive = sdxl_conditioning(31)
     with torch.inference_mode():
         images = torch.rand(frames, 64, 64, 3, generator=torch.Generator().manual_seed(5))
         clips = encode_clips(tiny_vae(), xl, images, frames, 64)
-        _, losses = train_motion_lora(xl, motion_xl, clips, positive, rank=2, steps=1, learning_rate=1e-3, seed=seed)
-        patched = apply_motion_model(xl, motion_xl, 1.0, "animatediff_sdxl")
+        _, losses = train_motion_lora(xl, motion, clips, positive, rank=2, steps=1, learning_rate=1e-3, seed=seed)
+        patched = apply_motion_model(xl, motion, 1.0, betas)
         comfy.model_management.load_models_gpu([patched, *patched.get_nested_additional_models()])
         sigmas = patched.get_model_object("model_sampling").sigmas
         ((x0, t, noise),) = draws(clips, 1, seed)
@@ -259,11 +272,28 @@ def test_a_motion_lora_trains_on_sdxl_with_its_pooled_text_and_betas(xl, motion_
         denoised = patched.model.apply_model(x_in, sigma.expand(frames), c_crossattn=caption,
                                              y=conds["y"].cond.expand(frames, -1), transformer_options=options)
         expected = (((x_in - denoised) / sigma - noise).double() ** 2).mean().item()
-        # the tiny UNet's random label embedding makes `y` weigh little in the loss: check it on its own too
         assert torch.allclose(pooled_text_of(xl, positive, clips[0]), conds["y"].cond, rtol=0, atol=1e-6)
     assert losses[0] == pytest.approx(expected, rel=1e-4)
-    with torch.inference_mode(), pytest.raises(AnimateDiffError, match="positive has no 'pooled_output'"):
-        train_motion_lora(xl, motion_xl, clips, [[positive[0][0], {}]], rank=2, steps=1, learning_rate=1e-3, seed=0)
+    with torch.inference_mode(), pytest.raises(AnimateDiffError, match="positive has no pooled_output"):
+        train_motion_lora(xl, motion, clips, [[positive[0][0], {}]], rank=2, steps=1, learning_rate=1e-3, seed=0)
+
+
+def test_prompts_from_another_familys_clip_are_refused_when_sampling_and_training(xl, motion_xl):
+    """An SD1.5 workflow switched to an SDXL checkpoint but still encoding with SD1.5's CLIP: 768-wide text, where
+    the UNet would fail in a matrix product. Also an inpainting UNet (9 input channels) for training."""
+    sd15_text = conditioning(11)  # 768 wide
+    with pytest.raises(AnimateDiffError, match="The positive prompt is encoded 768 wide, but this model reads text "
+                       r"2048 wide \(SDXL\): encode the prompts with this checkpoint's own CLIP"):
+        sample(apply_motion_model(xl, motion_xl, 1.0, "autoselect"), positive=sd15_text)
+    assert not any(isinstance(m, MotionLayer) for m in xl.model.diffusion_model.modules())
+    with torch.inference_mode():
+        clips = encode_clips(tiny_vae(), xl, torch.rand(4, 64, 64, 3), 4, 64)
+        with pytest.raises(AnimateDiffError, match="positive is encoded 768 wide, but this model reads text 2048"):
+            train_motion_lora(xl, motion_xl, clips, [[sd15_text[0][0], {"pooled_output": torch.zeros(1, 768)}]],
+                              rank=2, steps=1, learning_rate=1e-3, seed=0)
+        with pytest.raises(AnimateDiffError, match="This model's UNet takes 9 input channels"):
+            train_motion_lora(tiny_sdxl(in_channels=9), motion_xl, clips, sdxl_conditioning(1), rank=2, steps=1,
+                              learning_rate=1e-3, seed=0)
 
 
 def test_the_sd15_add_ons_refuse_an_sdxl_model_clearly(xl, motion_xl, fixtures_dir):

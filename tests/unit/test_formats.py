@@ -159,6 +159,10 @@ def test_hotshotxls_temporal_layers_load_as_the_modules_they_are(tmp_path):
     for key, value in hotshot.items():
         name = re.sub(r"^(\w+\.\d+)\.temporal_attentions\.(\d+)\.", r"\1.motion_modules.\2.temporal_transformer.", key)
         assert torch.equal(ours[name.replace("positional_encoding", "pe")], value), key
+    damaged = {k: v for k, v in hotshot.items() if k != "up_blocks.2.temporal_attentions.1.proj_out.bias"}
+    assert ("does not have the layout of a HotshotXL motion module (its weights named as in AnimateDiff's original "
+            "release): 1 weights are missing (e.g. `up_blocks.2.motion_modules.1.temporal_transformer.proj_out.bias`)"
+            ) in refusal(tmp_path, "damaged.safetensors", damaged)
 
 
 def test_sdxl_variants_unknown_and_lopsided_modules_are_refused(tmp_path):
@@ -347,7 +351,11 @@ def test_diffusers_files_that_are_not_a_motion_adapter_are_named(tmp_path):
     adapter = in_diffusers_names(motion_module_state_dict("v2", SMALL, dtype=torch.float32))
     t = torch.zeros(4, 4)
     whole = {**adapter, "down_blocks.0.resnets.0.conv1.weight": t, "conv_in.weight": torch.zeros(32, 4, 3, 3)}
-    assert "whole UNet with motion modules in diffusers' format" in refusal(tmp_path, "unet.safetensors", whole)
+    assert "whole UNet with motion modules in diffusers' layout" in refusal(tmp_path, "unet.safetensors", whole)
+    hotshot_unet = {**hotshotxl_state_dict(SMALL_SDXL_CHANNELS, dtype=torch.float32),
+                    "down_blocks.0.resnets.0.conv1.weight": t, "conv_in.weight": torch.zeros(32, 4, 3, 3)}
+    assert "HotshotXL's hsxl_temporal_layers.safetensors" in refusal(tmp_path, "hotshot_unet.safetensors",
+                                                                     hotshot_unet)
     peft = {"down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_A.weight": t,
             "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.lora_B.weight": t.clone()}
     assert "is a MotionLoRA (a LoRA on the motion module's temporal attention), not a motion module" in refusal(
