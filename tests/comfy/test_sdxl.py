@@ -10,7 +10,9 @@ import re
 from types import SimpleNamespace
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.supported_models
 import folder_paths
 import pytest
 import torch
@@ -18,7 +20,8 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample
 
 import reference
-from comfy_env import conditioning, ksample, probed, sdxl_conditioning, tiny_sd15, tiny_sdxl, tiny_vae, unet_state
+from comfy_env import (TINY_SDXL, conditioning, ksample, probed, sdxl_conditioning, tiny_sd15, tiny_sdxl, tiny_vae,
+                       unet_state)
 from animatediff.errors import AnimateDiffError, ModelFileError
 from animatediff.lora.training import draws
 from animatediff.motion_module import read_state_dict
@@ -27,7 +30,8 @@ from animatediff.nodes.motion import ApplyMotionModule
 from animatediff.nodes.sparse_ctrl import ApplySparseCtrl, LoadSparseCtrl
 from animatediff.patching.context import apply_context_windows
 from animatediff.patching.lora import apply_domain_adapter
-from animatediff.patching.motion import MotionLayer, apply_motion_model, load_motion_model_file
+from animatediff.patching.motion import (MotionInjection, MotionLayer, apply_motion_model, check_unet_fits,
+                                         load_motion_model_file)
 from animatediff.patching.training import encode_clips, pooled_text_of, train_motion_lora
 
 FILE = "mm_sdxl.safetensors"
@@ -112,6 +116,39 @@ def test_every_module_sits_in_its_sdxl_block_and_computes_the_original_math(xl, 
         expected = reference.motion_module(weights, name, x, 16)
         assert (out - expected).abs().max() <= 2e-5 * expected.abs().max(), name
         assert (out - x).abs().max() > 1e-2 * x.abs().max(), name  # the module does change the frames
+
+
+# SDXL base 1.0's UNet as ComfyUI's model detection reads it from the checkpoint
+FULL_SDXL = {**TINY_SDXL, "model_channels": 320, "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "transformer_depth_middle": 10, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "num_heads": -1, "num_head_channels": 64}
+
+
+@pytest.mark.slow
+def test_the_full_size_sdxl_unet_takes_the_full_size_module_at_formats_places(fixtures_dir):
+    """SDXL base's real architecture (built on the meta device: nothing allocated) and the full-size fixture:
+    the module fits, and its 15 layers sit at FORMATS.md's blocks, after each resnet and its transformer."""
+    config = comfy.supported_models.SDXL(FULL_SDXL)
+    model = config.get_model({}, device=torch.device("meta"))
+    unet = model.diffusion_model
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684  # SDXL base 1.0's UNet
+    motion = load_motion_model_file(fixtures_dir / FILE, FILE)
+    check_unet_fits(unet, motion.model, "SDXL", FILE)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    injection = MotionInjection(motion.model)
+    injection.inject(patcher)
+    try:
+        places = {layer.name: (blocks, index, position, [type(m) for m in block])
+                  for blocks in ("input_blocks", "output_blocks") for index, block in enumerate(getattr(unet, blocks))
+                  for position, layer in enumerate(block) if isinstance(layer, MotionLayer)}
+    finally:
+        injection.eject(patcher)
+    assert {name: place[:2] for name, place in places.items()} == PLACES
+    for name, (_, _, position, kinds) in places.items():
+        assert kinds[:position] in ([ResBlock], [ResBlock, SpatialTransformer]), name
+        assert all(kind is Upsample for kind in kinds[position + 1:]), name
+    assert not any(isinstance(m, MotionLayer) for m in unet.modules())
 
 
 def test_hotshotxl_normalises_the_resnets_over_all_frames_and_animatediff_sdxl_per_frame(xl, motion_xl, hotshot):
