@@ -25,6 +25,12 @@ class Family:
     """The image models a motion module animates, told by its UNet's levels (FORMATS.md §1)."""
     SD15 = "SD1.5"  # 4 levels
     SDXL = "SDXL"   # 3 levels
+    TEXT_WIDTHS = {SD15: 768, SDXL: 2048}  # what the UNet's cross-attention reads: CLIP-L's; CLIP-L and CLIP-G's
+
+    @classmethod
+    def reading_text(cls, width: int) -> str | None:
+        """The family whose UNet reads text `width` wide, if any."""
+        return next((family for family, own in cls.TEXT_WIDTHS.items() if own == width), None)
 
 
 TABLE_SUFFIX = ".pos_encoder.pe"

@@ -221,8 +221,9 @@ class MotionInjection:
 
 
 # A family's UNet: input blocks (3 per level), its text encoder's width, the advice for the other family
-UNETS = {Family.SD15: (12, 768, "CLIP-L's 768", "for SDXL models an SDXL motion module (mm_sdxl_v10_beta)"),
-         Family.SDXL: (9, 2048, "SDXL's 2048 (CLIP-L and CLIP-G)",
+UNETS = {Family.SD15: (12, Family.TEXT_WIDTHS[Family.SD15], "CLIP-L's 768",
+                       "for SDXL models an SDXL motion module (mm_sdxl_v10_beta)"),
+         Family.SDXL: (9, Family.TEXT_WIDTHS[Family.SDXL], "SDXL's 2048 (CLIP-L and CLIP-G)",
                        "for SD1.5 models an SD1.5 motion module (mm_sd_v15_v2, v3_sd15_mm)")}
 
 

@@ -8,6 +8,7 @@
 from comfy.ldm.modules.attention import SpatialTransformer
 
 from ..errors import AnimateDiffError
+from ..motion_module import Family
 
 SCHEDULE_FRAMES = "animatediff_schedule_frames"  # in a Prompt Schedule's conditioning dict
 KEY = "animatediff_prompts"                      # wrapper key
@@ -30,8 +31,8 @@ def check_prompts(executor, noise, *args, **kwargs):
         if width is not None and widths - {width}:
             raise AnimateDiffError(
                 f"The {name} prompt is encoded {max(widths - {width})} wide, but this model reads text {width} wide "
-                f"({'SDXL' if width == 2048 else 'SD1.5' if width == 768 else 'another family'}): encode the "
-                "prompts with this checkpoint's own CLIP (the CLIP output of its Load Checkpoint).")
+                f"({Family.reading_text(width) or 'another family'}): encode the prompts with this checkpoint's "
+                "own CLIP (the CLIP output of its Load Checkpoint).")
     return executor(noise, *args, **kwargs)
 
 

@@ -23,7 +23,7 @@ from comfy.model_detection import count_blocks
 from torch import nn
 
 from ..errors import AnimateDiffError, ModelFileError
-from ..motion_module import MotionModel, MotionModelSpec
+from ..motion_module import Family, MotionModel, MotionModelSpec
 from ..motion_module.file_kinds import FileKind, require_kind
 from ..motion_module.formats import (MOTION_KEY, block_channels, check_layout, checked_weights, module_channels,
                                      read_state_dict)
@@ -64,7 +64,7 @@ class SparseCtrlModel(torch.nn.Module):
     def forward(self, x, hint, timesteps, context, video_frames: int, y=None, **kwargs):
         check_frames_fit(video_frames, self.motion.spec.max_frames, "SparseCtrl")
         if context is not None and context.shape[-1] != self.text_width:
-            family = " (SDXL's width)" if context.shape[-1] == 2048 else ""
+            family = " (SDXL's width)" if Family.reading_text(context.shape[-1]) == Family.SDXL else ""
             raise AnimateDiffError(f"SparseCtrl is an SD1.5 ControlNet, whose text conditioning is {self.text_width} "
                                    f"wide, but this model's is {context.shape[-1]} wide{family}: SparseCtrl cannot "
                                    "guide it. Use SparseCtrl with an SD1.5 checkpoint and v3_sd15_mm.")
