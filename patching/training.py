@@ -16,7 +16,7 @@ from ..lora.training import (EPSILON, V_PREDICTION, MotionLoRAWeights, fit_squar
                              temporal_attention_layers, train)
 from ..motion_module.formats import is_finite
 from .calls import compute_dtype
-from .motion import apply_motion_model
+from .motion import KEY, RECOMPUTE, apply_motion_model
 from .prompts import text_width
 from .schedule import trained_schedule
 
@@ -90,7 +90,8 @@ def prediction_of(model) -> str:
 def alphas_of(model) -> torch.Tensor:
     """ᾱ_t for t = 0..999 of `model`'s own schedule (zero terminal SNR included), from ComfyUI's sigmas:
     σ_t² = (1 − ᾱ_t)/ᾱ_t."""
-    sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
+    # in float64 only on the CPU: Apple's MPS and DirectML have none, and a loaded model's schedule is on the device
+    sigmas = model.get_model_object("model_sampling").sigmas.detach().cpu().double()
     return 1.0 / (1.0 + sigmas ** 2)
 
 
@@ -137,15 +138,16 @@ def check_inputs_fit(model, clip: torch.Tensor, caption: torch.Tensor, pooled_te
                                f"latents {clip.shape[1]}: train with an ordinary checkpoint of the same family.")
 
 
-def unet_of(patched, context: torch.Tensor, pooled_text: torch.Tensor | None = None):
+def unet_of(patched, context: torch.Tensor, pooled_text: torch.Tensor | None = None, recompute: bool = True):
     """model(x_t, t): the loaded, patched UNet's raw output for one video (batch = frames) on the caption (and,
-    for SDXL, its pooled text `y`)."""
+    for SDXL, its pooled text `y`). `recompute`: the motion layers keep only their inputs for backward."""
     unet = patched.model.diffusion_model
     dtype = compute_dtype(patched.model)
     options = dict(patched.model_options["transformer_options"])
     # What ComfyUI's sampler adds before each UNet call: the patcher's wrappers, and which chunk is cond.
     options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(patched.wrappers)
     options["cond_or_uncond"] = [0]
+    options[KEY] = {**options[KEY], RECOMPUTE: recompute}
 
     def model(x_t, timesteps):
         c = context.to(x_t.device, dtype).expand(x_t.shape[0], -1, -1)
