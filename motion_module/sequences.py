@@ -97,7 +97,9 @@ class StridedSequences:
 
 
 def sequences_for(x: torch.Tensor, frames: int):
-    """Packed on a GPU, strided on a CPU and while torch.compile traces the call."""
-    if torch.compiler.is_compiling() or x.device.type == "cpu":
+    """Packed on an NVIDIA (or ROCm) GPU, where it was measured to pay; strided elsewhere and while torch.compile
+    traces the call. Packing multiplies the attention scores by the sequences a row holds, and Apple's MPS builds
+    the whole score tensor."""
+    if torch.compiler.is_compiling() or x.device.type != "cuda":
         return StridedSequences(x, frames)
     return PackedSequences(x, frames)

@@ -42,8 +42,9 @@ class PromptSchedule:
         keyframes = parse_keyframes(text)
         weights = keyframe_weights([f for f, _ in keyframes], frames, interpolation)
         encoded = [clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True) for _, prompt in keyframes]
-        conds = torch.cat(_same_length([c for c, _ in encoded])).double()   # (keyframes, tokens, 768)
-        pooled = torch.cat([p for _, p in encoded]).double()               # (keyframes, 768)
-        dtype = encoded[0][0].dtype
-        per_frame = torch.einsum("fk,ktc->ftc", weights, conds).to(dtype)
-        return ([[per_frame, {"pooled_output": (weights @ pooled).to(dtype), SCHEDULE_FRAMES: frames}]],)
+        # blended in float64 on the CPU (Apple's MPS and DirectML have no float64), returned where CLIP left them
+        conds = torch.cat(_same_length([c for c, _ in encoded])).to("cpu", torch.float64)  # (keyframes, tokens, 768)
+        pooled = torch.cat([p for _, p in encoded]).to("cpu", torch.float64)               # (keyframes, 768)
+        device, dtype = encoded[0][0].device, encoded[0][0].dtype
+        per_frame = torch.einsum("fk,ktc->ftc", weights, conds).to(device, dtype)
+        return ([[per_frame, {"pooled_output": (weights @ pooled).to(device, dtype), SCHEDULE_FRAMES: frames}]],)

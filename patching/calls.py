@@ -25,6 +25,15 @@ def compute_dtype(model) -> torch.dtype:
     return model.manual_cast_dtype or model.get_dtype()
 
 
+def level_sizes(height: int, width: int, levels: int = 4) -> list[tuple[int, int]]:
+    """The UNet's size at each level of an h × w latent (SD1.5 has 4 levels, SDXL 3): its strided convolutions
+    halve, rounding up."""
+    sizes = [(height, width)]
+    for _ in range(1, levels):
+        sizes.append(tuple(-(-side // 2) for side in sizes[-1]))
+    return sizes
+
+
 def frames_in_call(x: torch.Tensor, transformer_options: dict) -> int:
     """Cond and uncond chunks share the batch ((b f) order): each chunk is one video."""
     return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond") or [0]))

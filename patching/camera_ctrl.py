@@ -15,7 +15,8 @@ from ..motion_module import MotionVersion
 from ..motion_module.camera_ctrl import LEVELS, PIXELS_PER_LATENT, POSE_FRAMES, CameraCtrl, load_camera_ctrl
 from ..motion_module.layers import CameraInput
 from ..sampling.camera import CameraPoses, plucker_embedding
-from .calls import SamplingCache, call_frames, call_options, compute_dtype, frames_in_call, with_call_options
+from .calls import (SamplingCache, call_frames, call_options, compute_dtype, frames_in_call, level_sizes,
+                    with_call_options)
 from .motion import IDLE, KEY, own_patcher
 from .pictures import WRAPPERS, with_wrappers
 
@@ -46,14 +47,6 @@ class CameraCall:
         return self.inputs.get(name)
 
 
-def level_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """The UNet's size at each level of an h × w latent: its strided convolutions halve, rounding up."""
-    sizes = [(height, width)]
-    for _ in range(1, LEVELS):
-        sizes.append(tuple(-(-side // 2) for side in sizes[-1]))
-    return sizes
-
-
 class CameraCondition(SamplingCache):
     def __init__(self, camera_ctrl: LoadedCameraCtrl, poses: CameraPoses, strength: float):
         super().__init__()
@@ -76,7 +69,8 @@ class CameraCondition(SamplingCache):
             plucker = plucker_embedding(self.poses, frames, height * PIXELS_PER_LATENT, width * PIXELS_PER_LATENT,
                                         device, grid=tuple(padded))
             levels = self.camera_ctrl.model.pose_encoder(plucker.to(dtype), len(frames), attention_pytorch)
-            self.cache = {key: [f[..., :h, :w].contiguous() for f, (h, w) in zip(levels, level_sizes(height, width))]}
+            sizes = level_sizes(height, width, LEVELS)
+            self.cache = {key: [f[..., :h, :w].contiguous() for f, (h, w) in zip(levels, sizes)]}
         return self.cache[key]
 
     def check_at_sampling(self, executor, noise, *args, **kwargs):

@@ -1,16 +1,18 @@
 """How much of its change each motion layer keeps: `effect`, optionally times a mask that says where (and, one
 mask per frame, when). 0 keeps the layer's input, 1 the motion module's output, between them a blend.
 
-For each UNet call an APPLY_MODEL wrapper makes the call's maps at the latent's size (each cell the mean of the
-mask pixels it covers; with context windows, the masks of the window's frames, from ad_params, which this
-pack's windows set, or the core node's context_window), and each motion layer resizes them to its own size.
+For each UNet call an APPLY_MODEL wrapper makes the call's maps at the size of each UNet level (each cell the
+mean of the mask pixels it covers; with context windows, the masks of the window's frames, from ad_params, which
+this pack's windows set, or the core node's context_window), and each motion layer takes those of its size. They
+are resized on the CPU, from the mask itself: area resizing to sizes that do not divide the input fails on Apple's
+MPS devices, and a level's map then comes from the mask's pixels, not from another map's cells.
 """
 import torch
 import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 from ..motion_module.formats import is_finite
-from .calls import SamplingCache, call_frames, call_options, frames_in_call, with_call_options
+from .calls import SamplingCache, call_frames, call_options, frames_in_call, level_sizes, with_call_options
 
 MAPS = "animatediff_effect_maps"  # the call's maps, in its transformer_options
 
@@ -36,14 +38,15 @@ class MotionEffect(SamplingCache):
         """The motion module need not run at all."""
         return self.strength == 0
 
-    def maps(self, x: torch.Tensor, frames: int, transformer_options: dict) -> torch.Tensor:
-        """(videos · frames, 1, h, w) for a call's latent x: each of its frames' mask times strength."""
+    def maps(self, x: torch.Tensor, frames: int, transformer_options: dict) -> dict[tuple[int, int], torch.Tensor]:
+        """{(h, w): (videos · frames, 1, h, w)} for a call's latent x, at each UNet level's size: each of its
+        frames' mask times strength."""
         indices = [0] if len(self.mask) == 1 else self._frame_indices(frames, transformer_options)
         key = (tuple(indices), x.shape[0] // len(indices), *x.shape[-2:], x.device)
         if key not in self.cache:
-            masks = self.mask[indices][:, None].to(x.device, torch.float32)
-            resized = F.interpolate(masks, size=tuple(x.shape[-2:]), mode="area")  # a cell's share of white
-            self.cache[key] = (resized * self.strength).repeat(key[1], 1, 1, 1)
+            masks = self.mask[indices][:, None].to("cpu", torch.float32)
+            self.cache[key] = {size: (F.interpolate(masks, size=size, mode="area") * self.strength)  # share of white
+                               .repeat(key[1], 1, 1, 1).to(x.device) for size in level_sizes(*x.shape[-2:])}
         return self.cache[key]
 
     def for_call(self, executor, x, *args, **kwargs):
@@ -62,9 +65,11 @@ class MotionEffect(SamplingCache):
         if maps is None:
             raise AnimateDiffError("effect_mask's maps are made when ComfyUI's model runs (BaseModel.apply_model); "
                                    "this UNet call came another way. Sample with a ComfyUI sampler node.")
-        if maps.shape[-2:] != x.shape[-2:]:
-            maps = F.interpolate(maps, size=tuple(x.shape[-2:]), mode="area")
-        return maps.to(x.dtype)
+        size = tuple(x.shape[-2:])
+        if size not in maps:  # a UNet whose levels do not halve: from the latent's map, as rarely as that
+            latent = maps[next(iter(maps))]
+            maps[size] = F.interpolate(latent.cpu(), size=size, mode="area").to(latent.device)
+        return maps[size].to(x.dtype)
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
         """The video frames this call holds; the mask batch must have one mask for each frame of the video."""

@@ -78,7 +78,7 @@ def test_in_a_core_context_window_the_maps_are_its_frames_masks():
     effect = MotionEffect(0.5, values.view(-1, 1, 1).expand(-1, 32, 32).clone())
     x = torch.zeros(2 * 4, 3, 2, 2)  # cond and uncond of a 4-frame window
     window = comfy.context_windows.IndexListContextWindow([20, 21, 22, 23])
-    maps = effect.maps(x, 4, {"context_window": window})
+    maps = effect.maps(x, 4, {"context_window": window})[(2, 2)]
     expected = (0.5 * values[[20, 21, 22, 23]]).repeat(2).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
     assert torch.allclose(maps, expected, rtol=1e-5, atol=0)  # a float32 mean of 256 equal pixels
     window = comfy.context_windows.IndexListContextWindow([22, 23, 24, 25])
@@ -93,7 +93,7 @@ def test_in_a_newer_comfyuis_core_window_the_frame_before_it_comes_first():
     effect = MotionEffect(1.0, values.view(-1, 1, 1).expand(-1, 8, 8).clone())
     window = comfy.context_windows.IndexListContextWindow([20, 21, 22, 23])
     window.causal_anchor_index, window.total_frames = 19, 24  # as the newer handler sets them
-    maps = effect.maps(torch.zeros(2 * 5, 3, 2, 2), 5, {"context_window": window})
+    maps = effect.maps(torch.zeros(2 * 5, 3, 2, 2), 5, {"context_window": window})[(2, 2)]
     torch.testing.assert_close(maps[:, 0, 0, 0], values[[19, 20, 21, 22, 23]].repeat(2), rtol=1e-5, atol=0)
     window.total_frames = 30
     with pytest.raises(AnimateDiffError, match="24 masks for a video of 30 frames"):
@@ -156,9 +156,25 @@ def test_each_cell_takes_the_mean_of_the_mask_pixels_it_covers():
     stripes[..., 0::8] = stripes[..., 1::8] = stripes[..., 2::8] = 1  # 3 of every 8 columns white
     effect = MotionEffect(0.8, stripes)
     maps = effect.maps(torch.zeros(2, 4, 16, 16), 2, {})  # a call's latent
-    assert torch.equal(maps, torch.full((2, 1, 16, 16), 0.8 * 3 / 8))
+    assert torch.equal(maps[(16, 16)], torch.full((2, 1, 16, 16), 0.8 * 3 / 8))
     layer = effect.weights(torch.zeros(2, 3, 4, 4, dtype=torch.float16), {MAPS: maps})  # a deeper layer's input
     assert torch.equal(layer, torch.full((2, 1, 4, 4), 0.8 * 3 / 8, dtype=torch.float16))
+
+
+def test_each_levels_map_is_made_from_the_mask_itself_at_sizes_that_do_not_divide():
+    """A 600-pixel video: a 75-cell latent, and UNet levels of 38, 19 and 10 cells (halving, rounding up). Each
+    level's map is the mask's own pixels averaged over its cells (resized on the CPU, where area resizing takes
+    any size; Apple's MPS refuses sizes that do not divide), not an average of the level above's cells."""
+    mask = torch.rand(3, 100, 100, generator=torch.Generator().manual_seed(4))
+    effect = MotionEffect(0.6, mask)
+    maps = effect.maps(torch.zeros(2 * 3, 4, 75, 75), 3, {})
+    assert list(maps) == [(75, 75), (38, 38), (19, 19), (10, 10)]
+    for size, made in maps.items():
+        expected = 0.6 * torch.nn.functional.interpolate(mask[:, None], size=size, mode="area")
+        assert torch.equal(made, expected.repeat(2, 1, 1, 1))
+        assert torch.equal(effect.weights(torch.zeros(6, 8, *size), {MAPS: maps}), made)
+    twice = torch.nn.functional.interpolate(maps[(38, 38)], size=(19, 19), mode="area")
+    assert (twice - maps[(19, 19)]).abs().max() > 1e-3  # what resizing the level above's map would have given
 
 
 def area_prompt():

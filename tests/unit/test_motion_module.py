@@ -5,7 +5,7 @@ import torch
 import reference
 from animatediff.motion_module import MotionModel, detect_spec, layers, read_state_dict, sinusoidal_positions
 from animatediff.motion_module.sequences import (PackedSequences, StridedSequences, block_diagonal_mask,
-                                                 sequences_per_row)
+                                                 sequences_for, sequences_per_row)
 
 LAYOUTS = {"packed (a GPU)": PackedSequences, "strided (a CPU, torch.compile)": StridedSequences}
 
@@ -69,6 +69,13 @@ def test_frames_attend_to_each_other_only_within_their_video(fixtures_dir, monke
                                                    (30, 1, 30), (64, 32, 4), (64, 200, 1)])
 def test_sequences_are_packed_into_rows_of_about_128_tokens(sequences, frames, pack):
     assert sequences_per_row(sequences, frames) == pack
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_only_cuda_devices_pack_sequences(device):
+    """Packing was measured on NVIDIA cards; elsewhere (a CPU; "meta" stands in for Apple's MPS, Intel's XPU,
+    DirectML) each row holds one sequence and the attention kernel gets no mask."""
+    assert type(sequences_for(torch.empty(2 * 16, 8, 4, 4, device=device), 16)) is StridedSequences
 
 
 def test_the_packing_mask_keeps_each_sequence_to_itself():
