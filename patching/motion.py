@@ -202,7 +202,9 @@ class MotionInjection:
     def __init__(self, motion_model, joint_norms: JointGroupNorms | None = None):
         self.motion_model = motion_model
         self.joint_norms = joint_norms
-        self.hooks = []
+        # Per UNet: clones share this object, and newer ComfyUIs give some clones a UNet of their own (the
+        # non-dynamic delegate when conditioning carries hooks), so ejecting one must leave the other's hooks.
+        self.hooks: dict[int, list] = {}
 
     def _targets(self, unet):
         for place in placements(self.motion_model):
@@ -215,18 +217,17 @@ class MotionInjection:
         for place, module, block in self._targets(unet):
             insert_named(block, insertion_index(block), MotionLayer(module, place.motion_key))
         if self.joint_norms is not None:
-            for norm in joint_groupnorms(unet):
-                self.hooks += [norm.register_forward_pre_hook(self.joint_norms.to_joint),
-                               norm.register_forward_hook(self.joint_norms.from_joint)]
+            self.hooks[id(unet)] = [hook for norm in joint_groupnorms(unet)
+                                    for hook in (norm.register_forward_pre_hook(self.joint_norms.to_joint),
+                                                 norm.register_forward_hook(self.joint_norms.from_joint))]
 
     def eject(self, patcher):
         unet = patcher.model.diffusion_model
         for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
             if isinstance(getattr(block, LAYER_NAME, None), MotionLayer):
                 delattr(block, LAYER_NAME)  # the others keep their names and order
-        for hook in self.hooks:
+        for hook in self.hooks.pop(id(unet), []):
             hook.remove()
-        self.hooks = []
 
 
 # A family's UNet: input blocks (3 per level), its text encoder's width, the advice for the other family
@@ -293,6 +294,16 @@ class ActingRange:
         return executor(x, *args, **kwargs)
 
 
+def refuse_copies_on_other_gpus(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper. Newer ComfyUIs' MultiGPU CFG Split node gives the model copies on other GPUs (its
+    "multigpu" additional models), made without this pack's motion layers or with them sharing one device's."""
+    if executor.class_obj.model_patcher.get_additional_models_with_key("multigpu"):
+        raise AnimateDiffError("The animating model has copies on other GPUs (ComfyUI's MultiGPU CFG Split node), "
+                               "which Apply Motion Module does not support yet: those copies would sample without "
+                               "the motion module. Remove the MultiGPU node and sample on one GPU.")
+    return executor(*args, **kwargs)
+
+
 def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, motion_lora=None,
                        effect: MotionEffect | None = None, acting: ActingRange | None = None):
     """A clone of `model` that animates with `motion` (a nodes' MOTION_MODEL) whenever it samples; a
@@ -315,6 +326,7 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, joint_norms.track_frames)
     with_beta_schedule(patched, beta_schedule, motion.spec)
     wrappers = comfy.patcher_extension.WrappersMP
+    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, refuse_copies_on_other_gpus)  # after with_beta_schedule
     patched.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, prompts.KEY)
     patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, prompts.KEY, prompts.check_prompts)
     patched.remove_wrappers_with_key(wrappers.APPLY_MODEL, KEY)  # an earlier Apply Motion Module's range, mask

@@ -24,7 +24,7 @@ class PictureCondition(PictureCache):
         self.preset = preset
         self.picture_frame = picture_frame
         self.current = None       # the extra channels of the UNet call running now
-        self.hook = None
+        self.hooks = {}           # per UNet, as MotionInjection's: clones share this object
 
     def channels(self, frames: list[int], videos: int, height: int, width: int, device, dtype) -> torch.Tensor:
         """(videos · frames, 5, h, w): each frame's affinity, then the picture's latent; the same for every
@@ -64,12 +64,13 @@ class PictureCondition(PictureCache):
         return output + F.conv2d(self.current, weight, None, padding=1)
 
     def inject(self, patcher):
-        self.hook = patcher.model.diffusion_model.input_blocks[0][0].register_forward_hook(self.add_channels)
+        unet = patcher.model.diffusion_model
+        self.hooks[id(unet)] = unet.input_blocks[0][0].register_forward_hook(self.add_channels)
 
     def eject(self, patcher):
-        if self.hook is not None:
-            self.hook.remove()
-            self.hook = None
+        hook = self.hooks.pop(id(patcher.model.diffusion_model), None)
+        if hook is not None:
+            hook.remove()
 
 
 def with_picture(model, latent: torch.Tensor, preset: str, picture_frame: int):

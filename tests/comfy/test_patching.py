@@ -177,6 +177,40 @@ def test_v1_normalises_resnets_jointly_over_frames_and_nothing_else(base, motion
     assert (seen["spatial_normed"] - per_frame).abs().max() <= 1e-5
 
 
+def hook_count(patcher) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in patcher.model.diffusion_model.modules())
+
+
+def test_a_clone_with_a_unet_of_its_own_keeps_its_hooks_when_another_ejects(base, motion):
+    """Clones share their injections' objects. Newer ComfyUIs give some clones a UNet of their own (the
+    non-dynamic delegate, when conditioning carries hooks): ejecting one UNet leaves the other's frame-wide norms."""
+    comfy.model_management.unload_all_models()
+    animated = apply_motion_model(base, motion["v1"], 1.0, "autoselect")
+    delegate = tiny_sd15(seed=1)
+    delegate.set_injections("animatediff", animated.injections["animatediff"])  # shared, as a clone's are
+    animated.inject_model()
+    delegate.inject_model()
+    hooks = hook_count(animated)
+    # a pre- and a post-hook on each joint norm: two in each of the 22 resnets, and the output's
+    assert hooks == 2 * (2 * 22 + 1) and hook_count(delegate) == hooks
+    animated.eject_model()
+    assert hook_count(animated) == 0 and not motion_layers(base.model.diffusion_model)
+    assert hook_count(delegate) == hooks and len(motion_layers(delegate.model.diffusion_model)) == 20
+    delegate.eject_model()
+    assert hook_count(delegate) == 0 and not motion_layers(delegate.model.diffusion_model)
+
+
+def test_copies_on_other_gpus_are_refused_before_sampling(base, motion):
+    """Newer ComfyUIs' MultiGPU CFG Split node adds the model's copies for other GPUs as its "multigpu"
+    additional models; here a plain clone stands in for such a copy."""
+    animated = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    animated.set_additional_models("multigpu", [base.clone()])
+    with pytest.raises(AnimateDiffError, match=r"copies on other GPUs \(ComfyUI's MultiGPU CFG Split node\).*"
+                                               "Remove the MultiGPU node"):
+        ksample(animated, steps=1)
+    assert not motion_layers(base.model.diffusion_model)
+
+
 def test_too_many_frames_says_to_add_context_windows(base, motion):
     with pytest.raises(AnimateDiffError, match=r"25 frames > 24 this motion module supports: add AnimateDiff_ContextWindows"):
         ksample(apply_motion_model(base, motion["v1"], 1.0, "autoselect"), frames=25, steps=1)

@@ -144,6 +144,27 @@ def test_pia_normalises_over_frames_as_v1_and_leaves_the_base_clean(base, pia):
     assert all(torch.equal(weights[k], v) for k, v in unet_state(base).items())
 
 
+def test_a_clone_with_a_unet_of_its_own_keeps_pias_hook_when_another_ejects(base, pia):
+    """As the motion injection's (test_patching): newer ComfyUIs give some clones a UNet of their own."""
+    comfy.model_management.unload_all_models()
+    model = animating(base, pia)
+    delegate = tiny_sd15(seed=1)
+    delegate.set_injections("animatediff_pia", model.injections["animatediff_pia"])  # shared, as a clone's are
+
+    def conv_in_hooks(patcher):
+        return len(patcher.model.diffusion_model.input_blocks[0][0]._forward_hooks)
+    model.inject_model()
+    delegate.inject_model()
+    assert conv_in_hooks(model) == conv_in_hooks(delegate) == 1
+    model.eject_model()
+    assert conv_in_hooks(model) == 0 and conv_in_hooks(delegate) == 1
+    model.inject_model()  # again: one hook, not two
+    assert conv_in_hooks(model) == 1
+    for patcher in (model, delegate):
+        patcher.eject_model()
+        assert conv_in_hooks(patcher) == 0
+
+
 def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
     import nodes
     with pytest.raises(AnimateDiffError, match="needs a model from AnimateDiff_ApplyMotionModule with PIA's motion "
