@@ -1,4 +1,5 @@
-"""Benchmark: motion-module overhead vs the FLOP floor, memory vs frames, load time, one-module speed.
+"""Benchmark: motion-module overhead vs the FLOP floor, memory vs frames, load time, one-module speed, and
+MotionLoRA training's memory.
 
     python scripts/bench.py [--quick] [--compiled-only] [--out docs/bench]
 
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_module import module_micro  # noqa: E402
 from bench_report import markdown, save  # noqa: E402
+from bench_training import training_memory  # noqa: E402
 from bench_unet import (PACK, interleaved_seconds, load_as_sampling_does, load_unet, setup_comfy,  # noqa: E402
                         unet_call)
 from make_fixtures import fixtures_dir  # noqa: E402
@@ -276,6 +278,10 @@ def main(argv=None):
         report["sampling"] = sampling(base, motions["v2"], frames, 8 if args.quick else 64, 3 if args.quick else 20,
                                       rounds=1 if args.quick else 2)
         print(json.dumps(report["sampling"]), flush=True)
+    # the node's default resolution (256²) on a GPU; on a CPU, 128², a step of ~15 s
+    report["training"] = training_memory(base, motions["v2"], frames, 8 if args.quick else (32 if gpu else 16),
+                                         rounds=1 if args.quick else (3 if gpu else 2))
+    print(json.dumps(report["training"]), flush=True)
     for n in ([8, 16] if args.quick else [16, 32, 64, 128]):
         report["memory"].append(peak_memory(n, 16, 64 if gpu and not args.quick else 8))
         print(json.dumps(report["memory"][-1]), flush=True)

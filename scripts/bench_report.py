@@ -1,6 +1,8 @@
 """The benchmark's report (scripts/bench.py measures): bench.json as measured, and bench.md, its tables."""
 import json
 
+from bench_training import training_markdown
+
 
 def save(report, folder):
     folder.mkdir(parents=True, exist_ok=True)
@@ -27,6 +29,7 @@ def markdown(r):
               f"One module (C=320, 64×64, 16 frames): {module['ours_s'] * 1e3:.1f} ms vs {module['plain_s'] * 1e3:.1f} ms "
               f"for plain PyTorch (ratio {module['ratio']:.2f}).", "",
               *sampling_markdown(r.get("sampling")),
+              *training_markdown(r.get("training")),
               f"| frames (context 16, {memory_size}) | peak RSS (GiB) | RSS after load (GiB) | peak − after load (GiB) "
               "| CUDA peak (GiB) |",
               "|---|---|---|---|---|"]

@@ -19,7 +19,9 @@ def test_benchmark_quick_run_reports_every_figure(tmp_path):
     rooflines = [card["v2"] for card in report["roofline"]["cards"].values()]
     assert len(rooflines) == 4 and all(1 < r < 2 for r in rooflines)
     assert all(report["load"][k] > 0 for k in ("ours_s", "read_s", "to_device_s", "minimum_s")) and report["module"]["ratio"] > 0
+    training = report["training"]
+    assert 0 < training["recomputed_kept_bytes"] < training["kept_kept_bytes"] and training["kept_s"] > 0
     assert [m["frames"] for m in report["memory"]] == [8, 16]
     assert all(m["rss_peak_bytes"] >= m["rss_after_load_bytes"] > 0 for m in report["memory"])
     tables = (tmp_path / "bench.md").read_text()
-    assert "FLOP floor" in tables and "Roofline ratio" in tables
+    assert "FLOP floor" in tables and "Roofline ratio" in tables and "kept for backward" in tables
