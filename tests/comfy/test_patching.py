@@ -364,6 +364,17 @@ def test_a_later_apply_motion_module_starts_from_the_schedule_the_earlier_one_re
         assert type(direct) is type(start.get_model_object("model_sampling"))
 
 
+def test_a_second_apply_motion_module_replaces_the_first_and_says_so(base, motion, caplog):
+    alone = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    assert "replaces the motion module" not in caplog.text
+    chained = apply_motion_model(apply_motion_model(base, motion["v1"], 1.3, "autoselect"), motion["v2"], 1.0,
+                                 "autoselect")
+    assert "Apply Motion Module (mm_v2.safetensors) replaces the motion module an earlier" in caplog.text
+    assert torch.equal(ksample(chained, steps=1), ksample(alone, steps=1))
+    comfy.model_management.unload_all_models()
+    assert not motion_layers(base.model.diffusion_model)
+
+
 def test_animatelcm_animates_64_frames_without_windows_as_a_file_with_the_tables_would(base, animatelcm, tmp_path):
     """The tables AnimateLCM's files leave out are built from the formula: a copy of the file that holds them
     samples the same 40 frames; past 64 frames the message asks for context windows."""
