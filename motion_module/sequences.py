@@ -97,9 +97,9 @@ class StridedSequences:
 
 
 def sequences_for(x: torch.Tensor, frames: int):
-    """Packed on an NVIDIA (or ROCm) GPU, where it was measured to pay; strided elsewhere and while torch.compile
-    traces the call. Packing multiplies the attention scores by the sequences a row holds, and Apple's MPS builds
-    the whole score tensor."""
-    if torch.compiler.is_compiling() or x.device.type != "cuda":
+    """Packed on an NVIDIA GPU, where it was measured to pay; strided elsewhere and while torch.compile traces the
+    call. Packing multiplies the attention scores by the sequences a row holds: a kernel without masked tiles (as
+    Apple's MPS builds the whole score tensor, and ROCm's may fall back to PyTorch's math path) pays for them all."""
+    if torch.compiler.is_compiling() or x.device.type != "cuda" or torch.version.hip is not None:
         return StridedSequences(x, frames)
     return PackedSequences(x, frames)
