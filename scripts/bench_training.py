@@ -6,6 +6,33 @@ import time
 import torch
 
 
+class KeptForBackward:
+    """The bytes autograd keeps for backward inside `with`, counted once per storage; the parameters of `modules`
+    (the weights) left out."""
+
+    def __init__(self, *modules: torch.nn.Module):
+        self.weights = {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+        self.storages = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._keep, lambda tensor: tensor)
+
+    def _keep(self, tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.weights:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self):
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
 def training_memory(base, motion, frames, latent, rounds, rank=64):
     """One training step (forward and backward at t=500, a LoRA of `rank` on every temporal attention) on
     `frames` frames at latent×latent, through the pack's own training path. The bytes autograd keeps are counted
@@ -28,29 +55,20 @@ def training_memory(base, motion, frames, latent, rounds, rank=64):
     with torch.inference_mode(False), torch.enable_grad():
         weights = MotionLoRAWeights(temporal_attention_layers(motion.model), rank, generator).to(device)
         with frozen(patched.model.diffusion_model, motion.model), weights.attached():
-            model_weights = {p.untyped_storage().data_ptr() for m in (patched.model.diffusion_model, motion.model,
-                                                                     weights) for p in m.parameters()}
             for _ in range(rounds):
                 for recompute, result in results.items():
-                    kept = {}
-
-                    def keep(tensor):
-                        storage = tensor.untyped_storage()
-                        if storage.data_ptr() not in model_weights:
-                            kept[storage.data_ptr()] = storage.nbytes()
-                        return tensor
                     if cuda:
                         torch.cuda.synchronize()
                         torch.cuda.reset_peak_memory_stats()
                     start = time.perf_counter()
-                    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+                    with KeptForBackward(patched.model.diffusion_model, motion.model, weights) as kept:
                         loss = diffusion_loss(unet_of(patched, context, recompute=recompute), x0, 500, noise,
                                               alphas_cumprod(), EPSILON)
                     loss.backward()
                     if cuda:
                         torch.cuda.synchronize()
                     result["seconds"].append(time.perf_counter() - start)
-                    result["kept_bytes"].append(sum(kept.values()))
+                    result["kept_bytes"].append(kept.bytes)
                     result["cuda_peak_bytes"].append(torch.cuda.max_memory_allocated() if cuda else 0)
                     weights.zero_grad(set_to_none=True)
                     del loss

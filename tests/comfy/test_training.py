@@ -31,6 +31,7 @@ from animatediff.nodes.training import CameraAugment, TrainMotionLoRA
 from animatediff.patching.motion import apply_motion_model, load_motion_model_file
 from animatediff.patching.schedule import BetaSchedule
 from animatediff.patching.training import encode_clips, train_motion_lora
+from bench_training import KeptForBackward
 from comfy_server import ui_to_api
 from random_weights import motion_lora_state_dict
 
@@ -384,21 +385,12 @@ def test_motion_layers_recompute_in_backward_for_the_same_gradients_and_fewer_sa
             for up in weights.up:
                 up.normal_(generator=g)  # so gradients reach every down half too
         with frozen(patched.model.diffusion_model, motion.model), weights.attached():
-            model_weights = {p.untyped_storage().data_ptr() for m in (patched.model.diffusion_model, motion.model,
-                                                                     weights) for p in m.parameters()}
             for recompute in (False, True):
-                saved = {}
-
-                def keep(tensor):
-                    storage = tensor.untyped_storage()
-                    if storage.data_ptr() not in model_weights:
-                        saved[storage.data_ptr()] = storage.nbytes()
-                    return tensor
-                with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+                with KeptForBackward(patched.model.diffusion_model, motion.model, weights) as kept:
                     loss = diffusion_loss(unet_of(patched, context, recompute=recompute), x0, 500, noise,
                                           alphas_cumprod(), "epsilon")
                 loss.backward()
-                runs[recompute] = (loss.detach(), [p.grad for p in weights.parameters()], sum(saved.values()))
+                runs[recompute] = (loss.detach(), [p.grad for p in weights.parameters()], kept.bytes)
                 weights.zero_grad(set_to_none=True)
     (kept_loss, kept_grads, kept_bytes), (loss, grads, recomputed_bytes) = runs[False], runs[True]
     print(f"saved for backward: {kept_bytes / 2**20:.1f} MiB kept, {recomputed_bytes / 2**20:.1f} MiB recomputing")
