@@ -1,8 +1,10 @@
 """Nodes that load a motion module and put it into a model."""
+import logging
+
 import folder_paths
 
 from ..patching.effect import MotionEffect
-from ..patching.motion import ActingRange, apply_motion_model, load_motion_model_file
+from ..patching.motion import KEY, ActingRange, apply_motion_model, load_motion_model_file
 from ..patching.schedule import BetaSchedule
 from .folders import MOTION_MODELS
 from .numbers import finite
@@ -82,6 +84,10 @@ class ApplyMotionModule:
               end_percent=1.0):
         if effect_mask is not None and effect_mask.ndim == 2:  # one (height, width) mask
             effect_mask = effect_mask[None]
+        if model.get_additional_models_with_key(KEY):
+            logging.warning("AnimateDiff: Apply Motion Module (%s) replaces the motion module an earlier Apply Motion "
+                            "Module put into this model: one motion module animates a model at a time.",
+                            motion_model.name)
         effect = MotionEffect(effect, None if effect_mask is None else effect_mask.float().cpu())
         acting = ActingRange(start_percent, end_percent)
         return (apply_motion_model(model, motion_model, motion_scale, beta_schedule, motion_lora, effect, acting),)

@@ -2,13 +2,12 @@
 mask per frame, when). 0 keeps the layer's input, 1 the motion module's output, between them a blend.
 
 For each UNet call an APPLY_MODEL wrapper makes the call's maps at the size of each UNet level (each cell the
-mean of the mask pixels it covers; with context windows, the masks of the window's frames, from ad_params, which
-this pack's windows set, or the core node's context_window), and each motion layer takes those of its size. They
-are resized on the CPU, from the mask itself: area resizing to sizes that do not divide the input fails on Apple's
-MPS devices, and a level's map then comes from the mask's pixels, not from another map's cells.
+mean of the mask over the area it covers; with context windows, the masks of the window's frames, from ad_params,
+which this pack's windows set, or the core node's context_window), and each motion layer takes those of its size.
+They are made on the CPU, from the mask itself, so a level's map comes from the mask's pixels, not from another
+map's cells (and Apple's MPS, which refuses area resizing to sizes that do not divide, is not asked).
 """
 import torch
-import torch.nn.functional as F
 
 from ..errors import AnimateDiffError
 from ..motion_module.formats import is_finite
@@ -44,9 +43,9 @@ class MotionEffect(SamplingCache):
         indices = [0] if len(self.mask) == 1 else self._frame_indices(frames, transformer_options)
         key = (tuple(indices), x.shape[0] // len(indices), *x.shape[-2:], x.device)
         if key not in self.cache:
-            masks = self.mask[indices][:, None].to("cpu", torch.float32)
-            self.cache[key] = {size: (F.interpolate(masks, size=size, mode="area") * self.strength)  # share of white
-                               .repeat(key[1], 1, 1, 1).to(x.device) for size in level_sizes(*x.shape[-2:])}
+            masks = self.mask[indices].cpu()
+            self.cache[key] = {size: (area_means(masks, size)[:, None] * self.strength).repeat(key[1], 1, 1, 1)
+                               .to(x.device) for size in level_sizes(*x.shape[-2:])}
         return self.cache[key]
 
     def for_call(self, executor, x, *args, **kwargs):
@@ -68,7 +67,7 @@ class MotionEffect(SamplingCache):
         size = tuple(x.shape[-2:])
         if size not in maps:  # a UNet whose levels do not halve: from the latent's map, as rarely as that
             latent = maps[next(iter(maps))]
-            maps[size] = F.interpolate(latent.cpu(), size=size, mode="area").to(latent.device)
+            maps[size] = area_means(latent[:, 0].cpu(), size)[:, None].to(latent.device)
         return maps[size].to(x.dtype)
 
     def _frame_indices(self, frames: int, transformer_options: dict) -> list[int]:
@@ -80,6 +79,21 @@ class MotionEffect(SamplingCache):
             raise AnimateDiffError(f"effect_mask holds {count} masks for a video of {video} frames. Give one mask "
                                    f"(for every frame) or exactly one per frame.")
         return indices
+
+
+def area_means(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(n, H, W) -> (n, h, w) float32: each cell the mean of the masks over the area it covers, a pixel it covers
+    in part counted by that part (torch's "area" interpolation counts such pixels whole)."""
+    rows, columns = (_coverage(pixels, cells) for pixels, cells in zip(masks.shape[-2:], size))
+    return torch.einsum("ih,nhw,jw->nij", rows, masks.double(), columns).float()
+
+
+def _coverage(pixels: int, cells: int) -> torch.Tensor:
+    """(cells, pixels): the share of each cell's span that each pixel covers, both spanning the same length."""
+    edges = torch.arange(cells + 1, dtype=torch.float64) * (pixels / cells)  # the cells' edges, in pixels
+    left = torch.arange(pixels, dtype=torch.float64)
+    overlap = torch.minimum(edges[1:, None], left + 1) - torch.maximum(edges[:-1, None], left)
+    return overlap.clamp(min=0) * (cells / pixels)
 
 
 def blend(before: torch.Tensor, after: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:

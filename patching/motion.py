@@ -13,7 +13,6 @@
 - start_percent / end_percent: an APPLY_MODEL wrapper marks the calls outside that part of the sampling, and
   the motion layers and v1's frame-wide norms sit those out (ActingRange).
 """
-import logging
 from dataclasses import dataclass
 
 import comfy.model_management
@@ -313,9 +312,6 @@ def apply_motion_model(model, motion, motion_scale: float, beta_schedule: str, m
     limits the module to part of the sampling (None: all of it)."""
     unet = model.model.diffusion_model
     check_unet_fits(unet, motion.model, type(model.model.model_config).__name__, motion.name)
-    if model.get_additional_models_with_key(KEY):
-        logging.warning("AnimateDiff: Apply Motion Module (%s) replaces the motion module an earlier Apply Motion "
-                        "Module put into this model: one motion module animates a model at a time.", motion.name)
     motion_patcher = motion_lora_patcher(motion, motion_lora) if motion_lora else motion.patcher
     patched = model.clone()
     joint_norms = JointGroupNorms() if motion.spec.normalises_over_frames else None

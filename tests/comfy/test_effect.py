@@ -1,5 +1,7 @@
 """Apply Motion Module's effect and effect_mask: each motion layer's output blended with its input, by frame
 and by place, in real sampling (with and without context windows)."""
+import math
+
 import comfy.context_windows
 import comfy.model_management
 import comfy.patcher_extension
@@ -161,20 +163,37 @@ def test_each_cell_takes_the_mean_of_the_mask_pixels_it_covers():
     assert torch.equal(layer, torch.full((2, 1, 4, 4), 0.8 * 3 / 8, dtype=torch.float16))
 
 
+def exact_area_means(masks, size):
+    """Independently: each pixel split into equal sub-pixels until the cells' edges fall on theirs (the sides' least
+    common multiples), then each cell the plain mean of its sub-pixels."""
+    (height, width), (rows, columns) = masks.shape[-2:], size
+    tall, wide = math.lcm(height, rows), math.lcm(width, columns)
+    fine = masks.double().repeat_interleave(tall // height, -2).repeat_interleave(wide // width, -1)
+    return torch.nn.functional.avg_pool2d(fine[:, None], (tall // rows, wide // columns))[:, 0]
+
+
+def test_a_cell_counts_a_pixel_it_covers_in_part_by_that_part():
+    effect = MotionEffect(1.0, torch.tensor([[[0.0, 0.0, 1.0]]]))
+    maps = effect.maps(torch.zeros(1, 4, 1, 2), 1, {})  # 2 cells over 3 pixels: the second covers half the middle
+    torch.testing.assert_close(maps[(1, 2)], torch.tensor([[[[0.0, 2 / 3]]]]), rtol=0, atol=1e-7)
+
+
 def test_each_levels_map_is_made_from_the_mask_itself_at_sizes_that_do_not_divide():
     """A 600-pixel video: a 75-cell latent, and UNet levels of 38, 19 and 10 cells (halving, rounding up). Each
-    level's map is the mask's own pixels averaged over its cells (resized on the CPU, where area resizing takes
-    any size; Apple's MPS refuses sizes that do not divide), not an average of the level above's cells."""
+    level's map is the mask over each cell's area (made on the CPU, where any size goes; Apple's MPS refuses area
+    resizing to sizes that do not divide), not an average of the level above's cells."""
     mask = torch.rand(3, 100, 100, generator=torch.Generator().manual_seed(4))
     effect = MotionEffect(0.6, mask)
     maps = effect.maps(torch.zeros(2 * 3, 4, 75, 75), 3, {})
     assert list(maps) == [(75, 75), (38, 38), (19, 19), (10, 10)]
     for size, made in maps.items():
-        expected = 0.6 * torch.nn.functional.interpolate(mask[:, None], size=size, mode="area")
-        assert torch.equal(made, expected.repeat(2, 1, 1, 1))
+        expected = (0.6 * exact_area_means(mask, size)).float()[:, None].repeat(2, 1, 1, 1)
+        torch.testing.assert_close(made, expected, rtol=0, atol=1e-6)
         assert torch.equal(effect.weights(torch.zeros(6, 8, *size), {MAPS: maps}), made)
-    twice = torch.nn.functional.interpolate(maps[(38, 38)], size=(19, 19), mode="area")
-    assert (twice - maps[(19, 19)]).abs().max() > 1e-3  # what resizing the level above's map would have given
+    twice = exact_area_means(maps[(75, 75)][:3, 0], (38, 38))  # the latent's map resized again, as before
+    assert (twice - maps[(38, 38)][:3, 0]).abs().max() > 1e-2
+    pooled = torch.nn.functional.interpolate(mask[:, None], size=(38, 38), mode="area")  # whole pixels at edges
+    assert (0.6 * pooled - maps[(38, 38)][:3]).abs().max() > 1e-3
 
 
 def area_prompt():

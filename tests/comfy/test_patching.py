@@ -365,10 +365,11 @@ def test_a_later_apply_motion_module_starts_from_the_schedule_the_earlier_one_re
 
 
 def test_a_second_apply_motion_module_replaces_the_first_and_says_so(base, motion, caplog):
-    alone = apply_motion_model(base, motion["v2"], 1.0, "autoselect")
+    from animatediff.nodes.motion import ApplyMotionModule
+    (alone,) = ApplyMotionModule().apply(base, motion["v2"])
     assert "replaces the motion module" not in caplog.text
-    chained = apply_motion_model(apply_motion_model(base, motion["v1"], 1.3, "autoselect"), motion["v2"], 1.0,
-                                 "autoselect")
+    (chained,) = ApplyMotionModule().apply(ApplyMotionModule().apply(base, motion["v1"], motion_scale=1.3)[0],
+                                           motion["v2"])
     assert "Apply Motion Module (mm_v2.safetensors) replaces the motion module an earlier" in caplog.text
     assert torch.equal(ksample(chained, steps=1), ksample(alone, steps=1))
     comfy.model_management.unload_all_models()
