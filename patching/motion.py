@@ -88,7 +88,8 @@ class MotionLayer(torch.nn.Module):
     def run(self, x, transformer_options: dict):
         if transformer_options.get(KEY, {}).get(RECOMPUTE) and torch.is_grad_enabled():
             # Training keeps only the layer's input for backward and runs it again there: the motion layers hold
-            # ~45 % of the activations a step saves, and recomputing them costs ~4 % of the step (gradients equal).
+            # ~45 % of the activations a step keeps, and one more pass of the module is within a step's noise
+            # (docs/performance.md); the gradients are the same bits.
             return torch.utils.checkpoint.checkpoint(self._run, x, transformer_options, use_reentrant=False)
         return self._run(x, transformer_options)
 
