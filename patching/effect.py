@@ -65,7 +65,8 @@ class MotionEffect(SamplingCache):
             raise AnimateDiffError("effect_mask's maps are made when ComfyUI's model runs (BaseModel.apply_model); "
                                    "this UNet call came another way. Sample with a ComfyUI sampler node.")
         size = tuple(x.shape[-2:])
-        if size not in maps:  # a UNet whose levels do not halve: from the latent's map, as rarely as that
+        if size not in maps:  # a size halving does not give (the core Deep Shrink node shrinks the features by
+            # any factor): the latent's map over this layer's cells, made once per window and size
             latent = maps[next(iter(maps))]
             maps[size] = area_means(latent[:, 0].cpu(), size)[:, None].to(latent.device)
         return maps[size].to(x.dtype)

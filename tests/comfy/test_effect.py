@@ -196,6 +196,33 @@ def test_each_levels_map_is_made_from_the_mask_itself_at_sizes_that_do_not_divid
     assert (0.6 * pooled - maps[(38, 38)][:3]).abs().max() > 1e-3
 
 
+def test_under_deep_shrink_a_layer_of_another_size_takes_the_latents_map_over_its_cells(base, motion, monkeypatch):
+    """The core Kohya Deep Shrink node (PatchModelAddDownscale) shrinks the UNet's features after a block by a
+    factor, so later levels have sizes that halving the latent does not give (16 -> 11 -> 6 -> 3 here): those
+    layers take the latent's map averaged over their cells; the halving levels' maps come from the mask."""
+    from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
+    mask = torch.rand(2, 100, 100, generator=torch.Generator().manual_seed(6))
+    model = animated(base, motion, 0.7, mask)
+    model = PatchModelAddDownscale.execute(model, 1, 1.5, 0.0, 1.0, True, "bicubic", "bicubic")[0]
+    seen, weights = [], MotionEffect.weights
+
+    def spy(effect, x, transformer_options):
+        out = weights(effect, x, transformer_options)
+        seen.append((tuple(x.shape[-2:]), out, transformer_options[MAPS]))
+        return out
+    monkeypatch.setattr(MotionEffect, "weights", spy)
+    ksample(model, frames=2, steps=1, size=16)
+    sizes = {size for size, _, _ in seen}
+    assert {(11, 11), (6, 6), (3, 3)} <= sizes and (16, 16) in sizes
+    for size, out, maps in seen:
+        latent = maps[(16, 16)]
+        if size in [(16, 16), (8, 8), (4, 4), (2, 2)]:
+            expected = 0.7 * exact_area_means(mask, size).float()[:, None].repeat(2, 1, 1, 1)
+        else:
+            expected = exact_area_means(latent[:, 0], size).float()[:, None]
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
 def area_prompt():
     """A positive prompt with a second prompt on the video's lower-right quarter (ConditioningSetArea)."""
     import nodes
