@@ -8,7 +8,7 @@ import folder_paths
 from ..errors import AnimateDiffError
 from ..patching.camera_ctrl import load_camera_ctrl_file, with_camera
 from ..sampling.camera import MOTIONS, camera_motion, read_pose_file
-from .folders import MOTION_MODELS
+from .folders import MOTION_MODELS, file_stamp
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -28,6 +28,10 @@ class LoadCameraCtrl:
     def INPUT_TYPES(cls):
         return {"required": {"cameractrl_name": (folder_paths.get_filename_list(MOTION_MODELS), {
             "tooltip": "CameraCtrl's file in models/animatediff_models, e.g. CameraCtrl_pruned.safetensors."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, cameractrl_name, **kwargs):
+        return file_stamp(folder_paths.get_full_path(MOTION_MODELS, cameractrl_name))
 
     def load(self, cameractrl_name):
         path = folder_paths.get_full_path_or_raise(MOTION_MODELS, cameractrl_name)

@@ -27,10 +27,25 @@ def adapter_files() -> list[str]:
     return names + [n for n in folder_paths.get_filename_list(LORAS) if n not in listed]
 
 
-def adapter_path(name: str) -> str:
+def find_adapter(name: str) -> str | None:
     """A listed name carries no folder, so look in the order of the list: a file in animatediff_adapters
     wins over a namesake in loras, and the node loads the file the list showed first."""
-    path = folder_paths.get_full_path(ADAPTERS, name) or folder_paths.get_full_path(LORAS, name)
+    return folder_paths.get_full_path(ADAPTERS, name) or folder_paths.get_full_path(LORAS, name)
+
+
+def adapter_path(name: str) -> str:
+    path = find_adapter(name)
     if path is None:
         raise FileNotFoundError(f"{name} is in neither models/{ADAPTERS} nor models/{LORAS}.")
     return path
+
+
+def file_stamp(path: str | None) -> str:
+    """What a loader's IS_CHANGED returns: the file's size and modification time. ComfyUI keeps a node's output
+    while its inputs stay the same, and a file name stays the same when the file is replaced (Train MotionLoRA
+    saves over a name used before); with the stamp the loader reads the new file. A stat, not a read: queueing
+    stays instant with multi-GB files."""
+    if path is None:
+        return ""  # the loader itself says the file is missing
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"

@@ -4,7 +4,7 @@ import folder_paths
 from ..lora import MotionLoRA as MotionLoRAEntry
 from ..lora import add_to_stack
 from ..patching.lora import apply_domain_adapter, check_motion_lora_file
-from .folders import MOTION_LORAS, adapter_files, adapter_path
+from .folders import MOTION_LORAS, adapter_files, adapter_path, file_stamp, find_adapter
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -33,6 +33,10 @@ class MotionLoRA:
                 "prev_motion_lora": ("MOTION_LORA", {"tooltip": "MotionLoRAs to add this one to."}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, lora_name, **kwargs):
+        return file_stamp(folder_paths.get_full_path(MOTION_LORAS, lora_name))
 
     @finite("strength")
     def add(self, lora_name, strength, prev_motion_lora=None):
@@ -63,6 +67,10 @@ class DomainAdapter:
                     "lower values keep more of the checkpoint's own style."}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, adapter_name, **kwargs):
+        return file_stamp(find_adapter(adapter_name))
 
     @finite("alpha")
     def apply(self, model, adapter_name, alpha):

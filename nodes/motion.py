@@ -6,7 +6,7 @@ import folder_paths
 from ..patching.effect import MotionEffect
 from ..patching.motion import KEY, ActingRange, apply_motion_model, load_motion_model_file
 from ..patching.schedule import BetaSchedule
-from .folders import MOTION_MODELS
+from .folders import MOTION_MODELS, file_stamp
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -27,6 +27,10 @@ class LoadMotionModule:
             "tooltip": "A motion module file in models/animatediff_models, e.g. mm_sd_v15_v2.ckpt, "
                        "v3_sd15_mm.ckpt or AnimateLCM_sd15_t2v.ckpt (SD1.5), mm_sdxl_v10_beta.ckpt or "
                        "hsxl_temporal_layers.safetensors (SDXL)."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, model_name, **kwargs):
+        return file_stamp(folder_paths.get_full_path(MOTION_MODELS, model_name))
 
     def load(self, model_name):
         path = folder_paths.get_full_path_or_raise(MOTION_MODELS, model_name)

@@ -6,6 +6,7 @@ import torch
 from ..errors import AnimateDiffError
 from ..patching.sparse_ctrl import load_sparse_ctrl_model
 from ..patching.sparse_hints import SparseControlNet
+from .folders import file_stamp
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -25,6 +26,10 @@ class LoadSparseCtrl:
         return {"required": {"sparse_ctrl_name": (folder_paths.get_filename_list(CONTROLNETS), {
             "tooltip": "A SparseCtrl file in models/controlnet: v3_sd15_sparsectrl_rgb.ckpt (images) or "
                        "v3_sd15_sparsectrl_scribble.ckpt (sketches)."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, sparse_ctrl_name, **kwargs):
+        return file_stamp(folder_paths.get_full_path(CONTROLNETS, sparse_ctrl_name))
 
     def load(self, sparse_ctrl_name):
         path = folder_paths.get_full_path_or_raise(CONTROLNETS, sparse_ctrl_name)

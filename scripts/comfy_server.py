@@ -42,7 +42,7 @@ class ComfyServer:
     def __enter__(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="animatediff-server-")
         root = Path(self._tmp.name)
-        self.output_dir, self.input_dir = root / "output", root / "input"
+        self.output_dir, self.input_dir, self.models_dir = root / "output", root / "input", root / "models"
         yaml_lines = ["animatediff_server:", f"    base_path: {root / 'models'}"]
         for folder, files in self.models.items():
             (root / "models" / folder).mkdir(parents=True)

@@ -1,4 +1,7 @@
 """What every node of the pack does with the inputs ComfyUI's own validation lets through."""
+import os
+
+import folder_paths
 import pytest
 
 from animatediff.errors import AnimateDiffError
@@ -33,3 +36,38 @@ def test_every_node_describes_itself_each_input_and_each_output(node_id):
     inputs = {name: spec for group in cls.INPUT_TYPES().values() for name, spec in group.items()}
     assert [name for name, spec in inputs.items() if len(spec) < 2 or not spec[1].get("tooltip")] == []
     assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES)
+
+
+# node id → (model folder, input): the nodes that read a model file by its name
+FILE_LOADERS = {
+    "AnimateDiff_LoadMotionModule": ("animatediff_models", "model_name"),
+    "AnimateDiff_MotionLoRA": ("animatediff_motion_lora", "lora_name"),
+    "AnimateDiff_DomainAdapter": ("animatediff_adapters", "adapter_name"),
+    "AnimateDiff_LoadSparseCtrl": ("controlnet", "sparse_ctrl_name"),
+    "AnimateDiff_LoadCameraCtrl": ("animatediff_models", "cameractrl_name"),
+}
+
+
+def test_the_file_loaders_are_every_node_that_picks_a_model_file():
+    register_model_folders()
+    picks = {node_id for node_id, cls in NODE_CLASS_MAPPINGS.items()
+             for group in cls.INPUT_TYPES().values() for name, spec in group.items()
+             if isinstance(spec[0], list) and name.endswith("_name") and name != "sampler_name"}
+    assert picks == set(FILE_LOADERS)
+
+
+@pytest.mark.parametrize("node_id", FILE_LOADERS)
+def test_a_loader_runs_again_once_its_file_is_replaced(node_id, tmp_path, monkeypatch):
+    """IS_CHANGED is part of ComfyUI's cache key: the same stamp keeps the loaded model, a new one reloads."""
+    folder, name_input = FILE_LOADERS[node_id]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(tmp_path)], {".safetensors"}))
+    path = tmp_path / "model.safetensors"
+    changed = NODE_CLASS_MAPPINGS[node_id].IS_CHANGED
+    path.write_bytes(b"first")
+    os.utime(path, ns=(10**18, 10**18))
+    stamp = changed(**{name_input: path.name})
+    assert changed(**{name_input: path.name}) == stamp
+    path.write_bytes(b"again")  # same size, as a retrained MotionLoRA has
+    os.utime(path, ns=(10**18 + 1, 10**18 + 1))
+    assert changed(**{name_input: path.name}) != stamp
+    assert changed(**{name_input: "missing.safetensors"}) == ""

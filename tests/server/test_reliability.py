@@ -1,4 +1,5 @@
-"""A shared server stays right: interrupts leave no trace, an animated branch never leaks into a plain one.
+"""A shared server stays right: interrupts leave no trace, an animated branch never leaks into a plain one, a
+replaced model file is read again.
 
 Outputs are compared with a second, fresh server (ComfyUI caches node outputs by their inputs, so the
 same graph on the same server would not be recomputed).
@@ -15,8 +16,9 @@ from make_fixtures import comfyui_path
 pytestmark = pytest.mark.slow
 
 
-def graph(seed, frames=4, size=32, steps=2, motion=None, prefix="latents/out", ids="", plain_too=None):
-    """checkpoint → [motion module] → KSampler → SaveLatent, as an API prompt; `ids` keeps node ids apart."""
+def graph(seed, frames=4, size=32, steps=2, motion=None, prefix="latents/out", ids="", motion_lora=None):
+    """checkpoint → [motion module [+ MotionLoRA]] → KSampler → SaveLatent, as an API prompt; `ids` keeps node
+    ids apart."""
     g = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15_random.safetensors"}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a red fox running"}},
@@ -28,6 +30,10 @@ def graph(seed, frames=4, size=32, steps=2, motion=None, prefix="latents/out", i
         g[f"mm{ids}"] = {"class_type": "AnimateDiff_LoadMotionModule", "inputs": {"model_name": motion}}
         g[f"apply{ids}"] = {"class_type": "AnimateDiff_ApplyMotionModule",
                             "inputs": {"model": model, "motion_model": [f"mm{ids}", 0]}}
+        if motion_lora:
+            g[f"lora{ids}"] = {"class_type": "AnimateDiff_MotionLoRA",
+                               "inputs": {"lora_name": motion_lora, "strength": 1.0}}
+            g[f"apply{ids}"]["inputs"]["motion_lora"] = [f"lora{ids}", 0]
         model = [f"apply{ids}", 0]
     g[f"sample{ids}"] = {"class_type": "KSampler", "inputs": {
         "model": model, "seed": seed, "steps": steps, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal",
@@ -84,3 +90,22 @@ def test_a_plain_branch_beside_an_animated_one_is_unchanged(server, reference):
     out = latents(server, server.run(both))
     assert torch.equal(out["save"], reference["plain_alone"])
     assert (out["save_animated"] - reference["plain_alone"]).abs().max() > 0
+
+
+def test_a_replaced_motion_lora_file_is_read_again(server, fixtures_dir):
+    """Train MotionLoRA replaces its file when a save_name is used again: a MotionLoRA node that read the file
+    before must read it again, not hand on what ComfyUI cached from the old file."""
+    trained = safetensors.torch.load_file(str(fixtures_dir / "motion_lora_zoom.safetensors"))
+    retrained = {name: (2 * tensor if ".up." in name else tensor) for name, tensor in trained.items()}
+    path = server.models_dir / "animatediff_motion_lora" / "retrained.safetensors"
+    prompt = graph(seed=9005, motion="mm_v2.safetensors", motion_lora="retrained.safetensors")
+
+    def sample_with(weights):
+        safetensors.torch.save_file(weights, str(path))
+        return latents(server, server.run(prompt))["save"]
+
+    first = sample_with(trained)
+    second = sample_with(retrained)
+    again = sample_with(trained)
+    assert (second - first).abs().max() > 0
+    assert torch.equal(again, first)
