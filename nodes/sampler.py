@@ -36,6 +36,13 @@ class Sampler:
             raise AnimateDiffError(f"latent_image has shape {tuple(latent.shape)}; an SD1.5 animation's latent is a "
                                    "batch of frames (frames, 4, height, width), as Empty Latent Image makes with "
                                    "batch_size = frames.")
+        channels = model.get_model_object("latent_format").latent_channels
+        if latent.shape[1] != channels:
+            raise AnimateDiffError(f"latent_image has {latent.shape[1]} channels, where this model's latents have "
+                                   f"{channels}: encode with the checkpoint's own VAE (another family's VAE, e.g. "
+                                   "SD3's or Flux's, makes 16), or start from Empty Latent Image.")
+        if latent.shape[0] == 0:
+            raise AnimateDiffError("latent_image holds no frames: give Empty Latent Image a batch_size of at least 1.")
         # the windows the model samples in; without AnimateDiff_ContextWindows, that node's defaults
         windows = context_settings(model.model_options) or {"context_length": 16, "context_overlap": 4}
         noise = shape_noise(noise_type, comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index")),

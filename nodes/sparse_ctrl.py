@@ -1,12 +1,12 @@
 """Nodes for SparseCtrl: guide an animation with images for a few of its frames (AnimateDiff v3)."""
 import folder_paths
 import nodes as comfy_nodes
-import torch
 
 from ..errors import AnimateDiffError
 from ..patching.sparse_ctrl import load_sparse_ctrl_model
 from ..patching.sparse_hints import SparseControlNet
 from .folders import file_stamp
+from .images import as_rgb
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -89,8 +89,13 @@ class ApplySparseCtrl:
     @finite("strength", "start_percent", "end_percent")
     def apply(self, positive, negative, sparse_ctrl, images, frame_indices, strength, start_percent,
               end_percent, vae=None):
+        if start_percent > end_percent:
+            # ComfyUI's Apply ControlNet would accept it and guide no step at all
+            raise AnimateDiffError(f"AnimateDiff_ApplySparseCtrl: start_percent ({start_percent}) is after "
+                                   f"end_percent ({end_percent}); the images guide the sampling from start_percent "
+                                   "to end_percent.")
         indices = parse_frame_indices(frame_indices)
-        images = as_rgb(images)
+        images = as_rgb(images, "AnimateDiff_ApplySparseCtrl")
         if images.shape[0] != len(indices):
             raise AnimateDiffError(f"AnimateDiff_ApplySparseCtrl got {images.shape[0]} images for "
                                    f"{len(indices)} frame_indices ({frame_indices!r}): give one image per index.")
@@ -101,13 +106,3 @@ class ApplySparseCtrl:
         # ComfyUI's own Apply ControlNet does the rest: strength, the schedule range, chaining, both conds
         return comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, net, images, strength,
                                                                       start_percent, end_percent)
-
-
-def as_rgb(images: torch.Tensor) -> torch.Tensor:
-    """Grey sketches and RGBA pictures as ComfyUI's image nodes give them, as the three channels SparseCtrl
-    takes (RGBA's alpha dropped, as VAE Encode drops it)."""
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise AnimateDiffError(f"AnimateDiff_ApplySparseCtrl: images have shape {tuple(images.shape)}, not an "
-                               "IMAGE batch (count, height, width, 1, 3 or 4 channels). Connect a Load Image or "
-                               "another image node.")
-    return images.expand(-1, -1, -1, 3) if images.shape[-1] == 1 else images[..., :3]

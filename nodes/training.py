@@ -15,6 +15,7 @@ from ..lora.augment import CameraMotion, camera_clip
 from ..lora.training import loss_curve_image
 from ..patching.training import encode_clips, train_motion_lora
 from .folders import MOTION_LORAS
+from .images import as_rgb
 from .numbers import finite
 
 CATEGORY = "AnimateDiff"
@@ -53,7 +54,8 @@ class CameraAugment:
 
     @finite("speed")
     def augment(self, image, motion, frames, speed, width, height):
-        return (camera_clip(image[0].float(), motion, frames, float(speed), width, height),)
+        return (camera_clip(as_rgb(image, "AnimateDiff_CameraAugment")[0].float(), motion, frames, float(speed),
+                            width, height),)
 
 
 class TrainMotionLoRA:
@@ -107,7 +109,8 @@ class TrainMotionLoRA:
     def train(self, model, motion_model, vae, reference_frames, positive, rank, steps, learning_rate, frames,
               resolution, seed, save_name):
         path = lora_path(save_name)
-        clips = encode_clips(vae, model, reference_frames, frames, resolution)
+        clips = encode_clips(vae, model, as_rgb(reference_frames, "AnimateDiff_TrainMotionLoRA: reference_frames"),
+                             frames, resolution)
         progress = comfy.utils.ProgressBar(steps)
 
         def on_step(step, loss):

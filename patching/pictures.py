@@ -4,6 +4,7 @@ import comfy.patcher_extension
 import torch
 
 from ..errors import AnimateDiffError
+from ..motion_module.formats import is_finite
 from .calls import SamplingCache
 from .motion import KEY
 
@@ -51,6 +52,10 @@ def one_picture(latent: torch.Tensor, node: str, model) -> torch.Tensor:
     if latent.shape[0] != 1:
         raise AnimateDiffError(f"{node} takes one image; image_latent holds {latent.shape[0]}. Pick one with "
                                "Latent From Batch.")
+    if not is_finite(latent):
+        raise AnimateDiffError(f"{node}: image_latent holds NaN or infinite values, which would make every frame "
+                               "NaN (black). A VAE in fp16 can overflow: encode the picture again, e.g. with "
+                               "ComfyUI started with --fp32-vae.")
     return model.model.latent_format.process_in(latent.float())
 
 

@@ -7,6 +7,8 @@ import torch
 from ..errors import AnimateDiffError
 
 KEYFRAME = re.compile(r"^\s*(\d+)\s*:\s*(.*\S)\s*$")
+EMPTY_KEYFRAME = re.compile(r"^\s*(\d+)\s*:\s*$")
+SHOWN = 80  # characters of a bad line a message repeats
 
 
 class Interpolation:
@@ -23,8 +25,12 @@ def parse_keyframes(text: str) -> list[tuple[int, str]]:
             continue
         match = KEYFRAME.match(line)
         if not match:
+            shown = line.strip() if len(line.strip()) <= SHOWN else line.strip()[:SHOWN] + "…"
+            if EMPTY_KEYFRAME.match(line):
+                raise AnimateDiffError(f"AnimateDiff_PromptSchedule: line {number} ({shown!r}) has no prompt after "
+                                       "its frame: write the prompt after the colon, or remove the line.")
             negative = " Frames count from 0; there are no negative frames." if re.match(r"\s*-\d", line) else ""
-            raise AnimateDiffError(f"AnimateDiff_PromptSchedule: line {number} ({line.strip()!r}) is not "
+            raise AnimateDiffError(f"AnimateDiff_PromptSchedule: line {number} ({shown!r}) is not "
                                    f"`frame: prompt`, e.g. `0: a calm sea` then `32: a storm`.{negative}")
         frame = int(match.group(1))
         if frame in keyframes:

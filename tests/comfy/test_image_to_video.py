@@ -123,3 +123,7 @@ def test_mistakes_are_named(base, motion, i2v):
         ksample(apply_motion_model(with_image, motion["v3"], 1.0, "autoselect"), steps=1)
     with pytest.raises(AnimateDiffError, match="takes one image; image_latent holds 3"):
         AnimateLCMI2VImage().apply(apply_motion_model(base, i2v, 1.0, "autoselect"), picture(batch=3), 0.8)
+    overflowed = picture()
+    overflowed["samples"][0, 0, 0, 0] = float("inf")
+    with pytest.raises(AnimateDiffError, match="AnimateLCMI2VImage: image_latent holds NaN or infinite values"):
+        AnimateLCMI2VImage().apply(apply_motion_model(base, i2v, 1.0, "autoselect"), overflowed, 0.8)

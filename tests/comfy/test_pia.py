@@ -179,6 +179,10 @@ def test_mistakes_are_refused_with_what_to_do(base, pia, motion):
         ksample(later, steps=1)
     with pytest.raises(AnimateDiffError, match="takes one image; image_latent holds 2"):
         animating(base, pia, image=picture(batch=2))
+    overflowed = picture()
+    overflowed["samples"][0, 1, 2, 3] = float("nan")  # an fp16 VAE's overflow
+    with pytest.raises(AnimateDiffError, match="AnimateDiff_PIAImage: image_latent holds NaN or infinite values"):
+        animating(base, pia, image=overflowed)
     sd3_latent = {"samples": torch.zeros(1, 16, 8, 8)}  # e.g. from EmptySD3LatentImage or an SD3 VAE
     with pytest.raises(AnimateDiffError, match=r"image_latent has shape \(1, 16, 8, 8\), where the model's latents "
                                                r"are \(1, 4, height, width\)"):

@@ -43,3 +43,10 @@ def test_a_latent_that_is_not_a_batch_of_frames_is_named(fixtures_dir):
     with pytest.raises(AnimateDiffError, match=r"latent_image has shape \(1, 4, 8, 8, 8\); an SD1.5 animation's"):
         Sampler().sample(animated(fixtures_dir), 1, 1, 7.5, "euler", "normal", conditioning(11), conditioning(12),
                          video, denoise=1.0, noise_type="free_noise")
+    other_vae = {"samples": torch.randn(4, 16, 8, 8)}  # VAE Encode with SD3's or Flux's VAE
+    with pytest.raises(AnimateDiffError, match="latent_image has 16 channels, where this model's latents have 4"):
+        Sampler().sample(animated(fixtures_dir), 1, 1, 7.5, "euler", "normal", conditioning(11), conditioning(12),
+                         other_vae, denoise=0.6)
+    with pytest.raises(AnimateDiffError, match="latent_image holds no frames"):
+        Sampler().sample(animated(fixtures_dir), 1, 1, 7.5, "euler", "normal", conditioning(11), conditioning(12),
+                         {"samples": torch.zeros(0, 4, 8, 8)}, denoise=1.0)

@@ -138,9 +138,9 @@ def test_the_encoder_is_sparsectrls_forward_and_never_reads_the_noisy_latents(sp
         assert torch.equal(a, b)
 
 
-def applied(sparse_ctrl, hint_images, indices, strength=1.0, vae=None):
+def applied(sparse_ctrl, hint_images, indices, strength=1.0, vae=None, start_percent=0.0, end_percent=1.0):
     positive, negative = ApplySparseCtrl().apply(conditioning(1), conditioning(2), sparse_ctrl, hint_images,
-                                                 indices, strength, 0.0, 1.0, vae)
+                                                 indices, strength, start_percent, end_percent, vae)
     return positive[0][1]["control"], negative[0][1]["control"]
 
 
@@ -240,6 +240,11 @@ def test_mistakes_in_the_apply_node_are_named(sparse):
         applied(sparse["rgb"], images(1), "0")
     with pytest.raises(AnimateDiffError, match=r"images have shape \(1, 1, 64, 64, 3\), not an IMAGE batch"):
         applied(sparse["scribble"], images(1)[None], "0")
+    with pytest.raises(AnimateDiffError, match="holds no images"):
+        applied(sparse["scribble"], images(1)[:0], "0")
+    # ComfyUI's Apply ControlNet takes it and guides no step
+    with pytest.raises(AnimateDiffError, match=r"start_percent \(0.9\) is after end_percent \(0.1\)"):
+        applied(sparse["scribble"], images(1), "0", start_percent=0.9, end_percent=0.1)
 
 
 def test_grey_sketches_and_rgba_pictures_are_taken_as_their_rgb(sparse):

@@ -209,6 +209,33 @@ def test_bad_inputs_are_explained(setup):
             encode_clips(setup["vae"], setup["base"], images, FRAMES, RESOLUTION)
 
 
+def test_grey_and_rgba_frames_train_as_their_rgb(setup):
+    """As Load Image gives a PNG with alpha or a greyscale one (the VAE takes three channels)."""
+    def trained(frames):
+        with torch.inference_mode():
+            out = TrainMotionLoRA().train(setup["base"], setup["motion"], setup["vae"], frames, conditioning(21),
+                                          rank=2, steps=1, learning_rate=1e-3, frames=FRAMES, resolution=RESOLUTION,
+                                          seed=4, save_name="colours")
+        return out["ui"]["loss"], safetensors.torch.load_file(str(setup["folder"] / "colours.safetensors"))
+
+    def same(a, b):
+        return a[0] == b[0] and a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    rgb, grey = setup["clip"], setup["clip"][..., :1]
+    assert same(trained(torch.cat([rgb, torch.rand_like(grey)], dim=-1)), trained(rgb))
+    assert same(trained(grey), trained(grey.expand(-1, -1, -1, 3).contiguous()))
+
+
+def test_camera_augment_takes_an_rgba_or_grey_still_as_its_rgb_and_names_an_empty_batch():
+    still = still_image()
+    def clip(image):
+        return CameraAugment().augment(image, CameraMotion.PAN_LEFT, FRAMES, 0.5, RESOLUTION, RESOLUTION)[0]
+    assert torch.equal(clip(torch.cat([still, torch.rand_like(still[..., :1])], dim=-1)), clip(still))
+    grey = still[..., :1]
+    assert torch.equal(clip(grey), clip(grey.expand(-1, -1, -1, 3)))
+    with pytest.raises(AnimateDiffError, match="AnimateDiff_CameraAugment: the IMAGE batch holds no images"):
+        clip(still[:0])
+
+
 def test_a_diverging_run_stops_and_saves_nothing(setup):
     """At a learning rate of 1000 the loss overflows within a few steps: the run stops there, where it would
     have saved a MotionLoRA of NaNs."""

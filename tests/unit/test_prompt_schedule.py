@@ -13,7 +13,9 @@ def test_keyframes_parse_in_frame_order_with_comments_and_blank_lines():
 
 @pytest.mark.parametrize("text,message", [("a calm sea", "line 1"), ("0: a\n0: b", "frame 0 has two prompts"),
                                           ("", "no `frame: prompt`"),
-                                          ("0: a\n-1: b", "line 2 .* there are no negative frames")])
+                                          ("0: a\n-1: b", "line 2 .* there are no negative frames"),
+                                          ("0: a\n 12 :  ", r"line 2 \('12 :'\) has no prompt after its frame"),
+                                          ("0: a\n" + "b" * 5000, r"line 2 \('b{80}…'\) is not")])
 def test_bad_schedules_say_which_line(text, message):
     with pytest.raises(AnimateDiffError, match=message):
         parse_keyframes(text)
