@@ -5,7 +5,7 @@ attention. The merge itself is ComfyUI's (see patching/lora.py); this module dec
 on which weight of a given motion module, and refuses files that do not fit.
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,11 +21,14 @@ TEMPORAL_LAYER = re.compile(r"^(?:(?:down|up)_blocks\.\d+|mid_block)\.motion_mod
 
 @dataclass(frozen=True)
 class MotionLoRA:
-    """One entry of a MOTION_LORA stack: which file, at which strength. No tensors: the file is read when
-    the stack is applied, so a stack is cheap to copy and safe to share between branches of a graph."""
+    """One entry of a MOTION_LORA stack: which file, at which strength. A loaded file's entry holds no tensors:
+    the file is read when the stack is applied, so a stack is cheap to copy and safe to share between branches of
+    a graph. A trained entry holds the `weights` it saved: ComfyUI may keep the training node's output while a
+    later run saves other weights under the same name, and the output must stay the LoRA that was trained."""
     name: str
     path: str
     strength: float
+    weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
 
 def add_to_stack(stack: tuple[MotionLoRA, ...] | None, lora: MotionLoRA) -> tuple[MotionLoRA, ...]:

@@ -121,9 +121,10 @@ class TrainMotionLoRA:
                                             seed, on_step)
         metadata = {"animatediff_trained": f"steps={steps} rank={rank} lr={learning_rate} clips={len(clips)} "
                                            f"frames={frames} resolution={resolution} motion_module={motion_model.name}"}
-        save_atomically(weights.released_state_dict(), path, metadata)
+        trained = weights.released_state_dict()
+        save_atomically(trained, path, metadata)
         name = os.path.basename(path)
-        stack = add_to_stack(None, MotionLoRAEntry(name, path, 1.0))
+        stack = add_to_stack(None, MotionLoRAEntry(name, path, 1.0, trained))
         # also in /history, for a service: the file's name and the loss of every step
         return {"ui": {"motion_lora": [name], "loss": losses}, "result": (stack, loss_curve_image(losses))}
 

@@ -27,7 +27,7 @@ def motion_lora_patcher(motion, stack):
     for entry in stack:
         if entry.strength == 0:
             continue  # what LoraLoader does at strength 0: nothing
-        state_dict = read_state_dict(entry.path)
+        state_dict = entry.weights if entry.weights is not None else read_state_dict(entry.path)
         fit = fit_motion_lora(parse_motion_lora(state_dict, entry.path), shapes, entry.path, motion.name)
         if fit.skipped:
             logging.warning("AnimateDiff: MotionLoRA %s: %d mid-block layers skipped, the motion module %s (%s) "

@@ -135,6 +135,30 @@ def test_output_stack_is_what_the_motion_lora_node_loads(node_run):
     assert (entry.name, entry.path, entry.strength) == ("zoom_trained.safetensors", str(node_run["path"]), 1.0)
     assert "zoom_trained.safetensors" in folder_paths.get_filename_list(MOTION_LORAS)
     assert MotionLoRA().add("zoom_trained.safetensors", 1.0) == (node_run["stack"],)
+    saved = safetensors.torch.load_file(str(node_run["path"]))
+    assert entry.weights.keys() == saved.keys() and all(torch.equal(entry.weights[k], saved[k]) for k in saved)
+
+
+def test_the_output_stays_the_trained_lora_when_a_later_run_saves_over_its_file(setup, tmp_path):
+    """ComfyUI may keep the node's output (e.g. under --cache-lru) while another prompt trains under the same
+    save_name; sampling with the kept output must still use the weights it trained."""
+    base, motion = setup["base"], setup["motion"]
+
+    def trained(seed):
+        with torch.inference_mode():
+            return TrainMotionLoRA().train(base, motion, setup["vae"], setup["clip"], conditioning(21), rank=2,
+                                           steps=1, learning_rate=5e-2, frames=FRAMES, resolution=RESOLUTION,
+                                           seed=seed, save_name="overwritten")["result"][0]
+
+    def sample(stack):
+        return ksample(apply_motion_model(base, motion, 1.0, "autoselect", stack), frames=FRAMES, steps=2)
+    first = trained(seed=5)
+    copy = tmp_path / "first.safetensors"
+    copy.write_bytes((setup["folder"] / "overwritten.safetensors").read_bytes())
+    second = trained(seed=6)
+    from_copy = sample(add_to_stack(None, MotionLoRAEntry("first", str(copy), 1.0)))
+    assert torch.equal(sample(first), from_copy)
+    assert (sample(second) - from_copy).abs().max() > 0
 
 
 def test_trained_lora_changes_the_sample_and_merges_its_delta(node_run, setup):
