@@ -54,7 +54,8 @@ class CameraAugment:
 
     @finite("speed")
     def augment(self, image, motion, frames, speed, width, height):
-        return (camera_clip(as_rgb(image, "AnimateDiff_CameraAugment")[0].float(), motion, frames, float(speed),
+        # only the first image is used: converting the rest of a long batch would copy it for nothing
+        return (camera_clip(as_rgb(image[:1], "AnimateDiff_CameraAugment")[0].float(), motion, frames, float(speed),
                             width, height),)
 
 
