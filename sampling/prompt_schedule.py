@@ -25,7 +25,8 @@ def parse_keyframes(text: str) -> list[tuple[int, str]]:
             continue
         match = KEYFRAME.match(line)
         if not match:
-            shown = line.strip() if len(line.strip()) <= SHOWN else line.strip()[:SHOWN] + "…"
+            shown = line.strip()
+            shown = shown if len(shown) <= SHOWN else shown[:SHOWN] + "…"
             if EMPTY_KEYFRAME.match(line):
                 raise AnimateDiffError(f"AnimateDiff_PromptSchedule: line {number} ({shown!r}) has no prompt after "
                                        "its frame: write the prompt after the colon, or remove the line.")
